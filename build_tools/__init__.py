@@ -1,0 +1,1 @@
+"""Command line, sample data, rendering, benchmarks and (later) shards and publishing."""

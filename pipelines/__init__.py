@@ -1,0 +1,1 @@
+"""Per-pair analysis stages and (later) the Beam pipelines that wrap them."""

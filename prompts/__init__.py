@@ -1,0 +1,1 @@
+"""Versioned prompt templates and instruction libraries (to come)."""

@@ -1,0 +1,11 @@
+"""Pydantic models of every record that crosses a stage boundary."""
+
+from schemas.analysis import (
+    ConceptCoverage,
+    ConceptEvidence,
+    PairAnalysis,
+    RejectReason,
+    Stage,
+)
+
+__all__ = ["ConceptCoverage", "ConceptEvidence", "PairAnalysis", "RejectReason", "Stage"]
