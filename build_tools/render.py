@@ -81,3 +81,76 @@ def render_label_map(image: np.ndarray, labels: np.ndarray, path: str,
                     fontsize=7.5, va="center", style=style, transform=legend.transAxes)
     fig.savefig(path)
     plt.close(fig)
+
+
+def difference_heatmap(difference: np.ndarray, vmax: float = 64.0) -> np.ndarray:
+    """RGB heat map of a grey-level difference (0 -> dark, vmax and above -> bright)."""
+    scaled = np.clip(difference / vmax * 255.0, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+
+
+def mask_overlay(image: np.ndarray, mask: np.ndarray, colour=(255, 40, 40), alpha=0.55) -> np.ndarray:
+    out = image.copy()
+    out[mask] = (out[mask] * (1 - alpha) + np.array(colour) * alpha).astype(np.uint8)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, colour, 1)
+    return out
+
+
+def flagged_overlay(image: np.ndarray, labels: np.ndarray, flagged_atomic: list[int]) -> np.ndarray:
+    """The face with only the artifact-existing atomic regions coloured in."""
+    palette = concept_palette(int(labels.max()) + 1)
+    out = (image.astype(np.float32) * 0.6).astype(np.uint8)
+    for k in flagged_atomic:
+        region = labels == k
+        out[region] = (image[region] * 0.4 + palette[k] * 0.6).astype(np.uint8)
+    edge = region_boundaries(np.where(np.isin(labels, flagged_atomic), labels, -1))
+    out[edge] = (255, 255, 255)
+    return out
+
+
+def render_pair_overlay(result, path: str, tree: ConceptTree | None = None, title: str = "") -> None:
+    """real | fake | difference heat map | artifact mask | flagged concepts, with a list."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tree = tree or load_tree()
+    flagged = [c for c in result.analysis.concepts if c.artifact]
+    flagged_atomic = [tree.atomic_index[c.id] for c in flagged if c.atomic]
+    panels = [
+        ("real", result.real_crop),
+        ("fake", result.fake_crop),
+        ("|fake - real| (mean RGB)", difference_heatmap(result.difference)),
+        (f"artifact mask (> {result.analysis.mask_threshold:g})", mask_overlay(result.fake_crop, result.artifact_mask)),
+        ("artifact-existing atomic concepts", flagged_overlay(result.real_crop, result.labels, flagged_atomic)),
+    ]
+    fig = plt.figure(figsize=(26, 6.6), dpi=90)
+    for i, (name, panel) in enumerate(panels):
+        ax = fig.add_axes([i * 0.167, 0.05, 0.16, 0.85])
+        ax.imshow(panel)
+        ax.set_title(name, fontsize=11)
+        ax.set_axis_off()
+    text = fig.add_axes([5 * 0.167, 0.02, 0.165, 0.93])
+    text.set_axis_off()
+    lines = [title, "", "concept  coverage  share"] if title else ["concept  coverage  share"]
+    atomic = sorted((c for c in flagged if c.atomic), key=lambda c: -c.share)
+    for c in atomic[:30]:
+        lines.append(f"{c.name}  {c.coverage:.2f}  {c.share:.2f}")
+    parents = [c.name for c in flagged if not c.atomic]
+    if parents:
+        lines += ["", "parents: " + ", ".join(parents[:14]) + (" ..." if len(parents) > 14 else "")]
+    text.text(0, 1, "\n".join(lines), va="top", fontsize=9, family="monospace", wrap=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def save_label_png(labels: np.ndarray, path: str) -> None:
+    """Label map as a palette PNG: pixel values are atomic indices, viewers show colours."""
+    from PIL import Image
+
+    im = Image.fromarray(labels.astype(np.uint8), mode="P")
+    palette = concept_palette(256)
+    im.putpalette(palette.ravel().tolist())
+    im.save(path, optimize=False)

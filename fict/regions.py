@@ -53,6 +53,8 @@ ATLAS_SIZE = (6.0, 7.5)
 ATLAS_RES = 160
 
 SIDES = {+1: "left", -1: "right"}
+# Regions measured on each face instead of read from the atlas.
+PER_FACE_CONCEPTS = ("left_iris", "right_iris")
 
 
 # --- the atlas -----------------------------------------------------------------------------
@@ -350,35 +352,39 @@ def rasterize_triangles(vertices: np.ndarray, depth: np.ndarray, shape: tuple[in
     return ids
 
 
+@lru_cache(maxsize=4)
+def _pixel_centres(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    return xx.ravel(), yy.ravel()
+
+
 def canonical_coordinates(landmarks_crop: np.ndarray, depth: np.ndarray,
                           crop_size: tuple[int, int]) -> np.ndarray:
     """(H, W, 2) canonical position of every crop pixel (piecewise affine on the mesh)."""
     w, h = crop_size
     verts = with_rings(landmarks_crop[:, :2])
-    canon = _canonical_vertices()
-    depth_all = np.concatenate([depth[:468], np.full(len(verts) - 468, depth[:468].max() + 1)])
-    ids = rasterize_triangles(verts, depth_all, (h, w))
-
-    # Pixels outside every triangle: the crop is itself a scaled canonical frame.
-    m = canonical_to_crop(w)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    uv = np.stack([(xx - m[0, 2]) / m[0, 0], (yy - m[1, 2]) / m[1, 1]], -1)
-
     tris = mesh_triangles()
+    depth_all = np.concatenate([depth[:468], np.full(len(verts) - 468, depth[:468].max() + 1)])
+    ids = rasterize_triangles(verts, depth_all, (h, w)).ravel()
+
+    # One affine per triangle, crop pixel -> canonical: rows [x y 1] @ coef.
     src = np.concatenate([verts[tris], np.ones((len(tris), 3, 1))], -1)  # (T, 3, 3)
-    dst = canon[tris]  # (T, 3, 2)
-    det = np.linalg.det(src)
-    ok = np.abs(det) > 1e-6
-    mats = np.zeros((len(tris), 3, 2))
-    mats[ok] = np.linalg.solve(src[ok], dst[ok])  # rows [x y 1] @ mats -> canonical
-    inside = ids >= 0
-    tid = ids[inside]
-    keep = ok[tid]
-    pix = np.stack([xx[inside], yy[inside], np.ones(tid.size, np.float32)], -1)
-    mapped = np.einsum("ni,nij->nj", pix[keep], mats[tid[keep]])
-    sel = np.flatnonzero(inside.ravel())[keep]
-    uv.reshape(-1, 2)[sel] = mapped
-    return uv
+    dst = _canonical_vertices()[tris]  # (T, 3, 2)
+    ok = np.abs(np.linalg.det(src)) > 1e-6
+    coef = np.zeros((len(tris) + 1, 3, 2))
+    coef[:-1][ok] = np.linalg.solve(src[ok], dst[ok])
+    # The extra last entry serves pixels outside every triangle (and degenerate ones):
+    # the crop is itself a scaled canonical frame.
+    m = canonical_to_crop(w)
+    coef[-1] = [[1 / m[0, 0], 0], [0, 1 / m[1, 1]], [-m[0, 2] / m[0, 0], -m[1, 2] / m[1, 1]]]
+    tid = np.where(ids >= 0, ids, len(tris))
+    tid[~np.append(ok, True)[tid]] = len(tris)
+    coef = coef.astype(np.float32)
+    x, y = _pixel_centres(w, h)
+    uv = np.empty((h * w, 2), np.float32)
+    for k in range(2):
+        uv[:, k] = coef[tid, 0, k] * x + coef[tid, 1, k] * y + coef[tid, 2, k]
+    return uv.reshape(h, w, 2)
 
 
 def label_map(landmarks_crop: np.ndarray, depth: np.ndarray, person: np.ndarray,

@@ -66,6 +66,11 @@ class FaceGeometry:
     crop_transform: np.ndarray  # (2, 3) float64: original pixels -> crop pixels
     crop_size: tuple[int, int]  # (w, h)
 
+    @property
+    def scale(self) -> float:
+        """Crop pixels per original pixel."""
+        return float(np.sqrt(abs(np.linalg.det(self.crop_transform[:, :2]))))
+
     @cached_property
     def landmarks_crop(self) -> np.ndarray:
         """(478, 2) mesh points in crop pixels."""

@@ -52,9 +52,9 @@ _REASON_STAGE = {
 class ConceptEvidence(BaseModel):
     """Measured facts about the change inside one concept region.
 
-    Colour shifts are fake minus real, in CIE Lab (L in 0..100, a/b in about -128..127),
-    averaged over the regional artifact mask.  Ratios are fake over real, measured over
-    the whole region, so a value below 1 means the fake lost detail there.
+    All are measured over the regional artifact mask A∩R in the aligned crop.  Colour
+    shifts are fake minus real in CIE Lab (L in 0..100, a/b in about -128..127).  Ratios
+    are fake over real, so a value below 1 means the fake lost detail there.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -66,8 +66,8 @@ class ConceptEvidence(BaseModel):
     delta_a: float
     delta_b: float
     mean_abs_rgb_diff: float = Field(description="mean |fake-real| over A∩R, 0..255")
-    sharpness_ratio: float = Field(description="Laplacian variance, fake / real, over R")
-    edge_ratio: float = Field(description="mean gradient magnitude, fake / real, over R")
+    sharpness_ratio: float = Field(description="Laplacian variance, fake / real")
+    edge_ratio: float = Field(description="mean gradient magnitude, fake / real")
     texture_change: float = Field(description="mean |Δ gradient magnitude| over A∩R, 0..255")
 
 

@@ -1,0 +1,124 @@
+"""`facext`: the command line of the tools (one script, subcommands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_fict(args: argparse.Namespace) -> int:
+    from fict import load_tree
+
+    tree = load_tree()
+    if args.fict_command == "show":
+        print(tree.show())
+        print(f"\n{len(tree)} nodes: {len(tree.atomic)} atomic, {len(tree) - len(tree.atomic)} parents, "
+              f"{tree.depth} levels")
+    elif args.fict_command == "export":
+        if args.format == "json":
+            text = json.dumps(tree.to_json(), indent=2, ensure_ascii=False)
+        else:
+            import yaml
+
+            text = yaml.safe_dump(tree.to_json(), sort_keys=False, allow_unicode=True)
+        if args.output:
+            Path(args.output).write_text(text + "\n")
+        else:
+            print(text)
+    elif args.fict_command == "render":
+        from build_tools.render import render_label_map
+        from pipelines.analysis import PairAnalyzer
+        from pipelines.images import ImageRejected, read_image
+
+        try:
+            image = read_image(args.image)
+        except ImageRejected as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        with PairAnalyzer() as analyzer:
+            result = analyzer.analyze(image, image)
+        if not result.ok:
+            print(f"error: {result.analysis.reason.value}: {result.analysis.detail}", file=sys.stderr)
+            return 2
+        render_label_map(result.real_crop, result.labels, args.output, tree, title=Path(args.image).name)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from build_tools.analyze import analyze_to_dir
+
+    analysis = analyze_to_dir(args.real, args.fake, args.out, mask_mode=args.mask_mode,
+                              threshold=args.threshold, percentile=args.percentile,
+                              crop_size=args.crop_size)
+    if analysis.status == "ok":
+        flagged = [c.name for c in analysis.concepts if c.artifact and c.atomic]
+        print(f"ok: {len(flagged)} atomic concepts with artifacts: {', '.join(flagged) or 'none'}")
+    else:
+        print(f"rejected ({analysis.reason.value}): {analysis.detail}")
+    print(f"wrote {Path(args.out) / 'analysis.json'}")
+    return 0
+
+
+def _cmd_sample_data(args: argparse.Namespace) -> int:
+    from build_tools.sample_data import run_from_args
+
+    return run_from_args(args)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from build_tools.bench import run_from_args
+
+    return run_from_args(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facext", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fict = sub.add_parser("fict", help="the Facial Image Concept Tree")
+    fsub = fict.add_subparsers(dest="fict_command", required=True)
+    fsub.add_parser("show", help="print the tree as indented text")
+    export = fsub.add_parser("export", help="write the nodes as JSON or YAML")
+    export.add_argument("--format", choices=["json", "yaml"], default="json")
+    export.add_argument("-o", "--output", help="file to write (default: stdout)")
+    render = fsub.add_parser("render", help="draw the atomic label map over a face photo")
+    render.add_argument("image")
+    render.add_argument("-o", "--output", required=True, help="PNG to write")
+    fict.set_defaults(func=_cmd_fict)
+
+    analyze = sub.add_parser("analyze", help="analyse one real/fake pair")
+    analyze.add_argument("real")
+    analyze.add_argument("fake")
+    analyze.add_argument("--out", required=True, help="folder for analysis.json and the PNGs")
+    analyze.add_argument("--mask-mode", choices=["absolute", "percentile"], default=None)
+    analyze.add_argument("--threshold", type=float, default=None,
+                         help="absolute mode: grey levels of mean |fake-real| (default 12)")
+    analyze.add_argument("--percentile", type=float, default=None,
+                         help="percentile mode: keep differences above it (FiFa: 95)")
+    analyze.add_argument("--crop-size", type=int, default=None, help="aligned crop side (default 512)")
+    analyze.set_defaults(func=_cmd_analyze)
+
+    sample = sub.add_parser("sample-data", help="make real/fake pairs with ground-truth masks")
+    from build_tools.sample_data import add_arguments as sample_arguments
+
+    sample_arguments(sample)
+    sample.set_defaults(func=_cmd_sample_data)
+
+    bench = sub.add_parser("bench", help="measure speed")
+    from build_tools.bench import add_arguments as bench_arguments
+
+    bench_arguments(bench)
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

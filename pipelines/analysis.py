@@ -1,0 +1,151 @@
+"""One real/fake pair through stages 1-5: read, face geometry, artifact mask, concepts,
+evidence.  Plain code over arrays; the Beam pipeline wraps `PairAnalyzer`.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fict.coverage import ConceptConfig, Coverage, concept_coverage
+from fict.regions import label_map
+from fict.tree import ConceptTree, load_tree
+from pipelines.artifacts import ArtifactRejected, MaskConfig, artifact_mask, check_alignment
+from pipelines.evidence import concept_evidence
+from pipelines.faces import FaceAnalyzer, FaceGeometry, FaceGeometryConfig, FaceRejected
+from pipelines.images import ImageRejected, check_pair, read_image
+from schemas.analysis import ConceptCoverage, PairAnalysis, RejectReason
+
+STAGES = ("decode", "detect", "mesh", "align", "segmentation", "mask", "label_map",
+          "coverage", "evidence")
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    face: FaceGeometryConfig = field(default_factory=FaceGeometryConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    concepts: ConceptConfig = field(default_factory=ConceptConfig)
+    person_threshold: float = 0.5
+
+
+@dataclass
+class PairResult:
+    """The analysis record plus the arrays behind it (all in crop pixels)."""
+
+    analysis: PairAnalysis
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    geometry: FaceGeometry | None = None
+    real_crop: np.ndarray | None = None
+    fake_crop: np.ndarray | None = None
+    difference: np.ndarray | None = None
+    artifact_mask: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    coverage: Coverage | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.analysis.status == "ok"
+
+
+def rejected(reason: RejectReason, detail: str, **extra) -> PairAnalysis:
+    return PairAnalysis(status="rejected", reason=reason, stage=reason.stage, detail=detail, **extra)
+
+
+class PairAnalyzer:
+    """Analyses pairs one after another; holds one set of face models (one per worker)."""
+
+    def __init__(self, config: AnalysisConfig | None = None, tree: ConceptTree | None = None):
+        self.config = config or AnalysisConfig()
+        self.tree = tree or load_tree()
+        self.faces = FaceAnalyzer(self.config.face)
+        self._face_nodes = np.array(
+            [self.tree.atomic_index[a] for a in self.tree.atomic_descendants("face")])
+
+    def close(self) -> None:
+        self.faces.close()
+
+    def __enter__(self) -> PairAnalyzer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def analyze_files(self, real_path: str | Path, fake_path: str | Path) -> PairResult:
+        timings: dict[str, float] = {}
+        try:
+            with _timed(timings, "decode"):
+                real, fake = read_image(real_path), read_image(fake_path)
+        except ImageRejected as exc:
+            return PairResult(rejected(exc.reason, exc.detail), timings)
+        return self.analyze(real, fake, timings)
+
+    def analyze(self, real: np.ndarray, fake: np.ndarray,
+                timings: dict[str, float] | None = None) -> PairResult:
+        """uint8 RGB arrays in; never raises for a bad pair, returns a rejected record."""
+        timings = {} if timings is None else timings
+        geometry = None
+        try:
+            check_pair(real, fake)
+            faces = self.faces
+            with _timed(timings, "detect"):
+                face = faces.the_face(real)
+            with _timed(timings, "mesh"):
+                landmarks = faces.mesh(real, face)
+            with _timed(timings, "align"):
+                size = self.config.face.crop_size
+                geometry = FaceGeometry(face, landmarks, faces.align(landmarks), (size, size))
+                real_crop, fake_crop = geometry.warp(real), geometry.warp(fake)
+                valid = geometry.valid_crop_mask((real.shape[1], real.shape[0]))
+            with _timed(timings, "segmentation"):
+                person = faces.segment(real_crop) > self.config.person_threshold
+            with _timed(timings, "label_map"):
+                labels = label_map(geometry.landmarks_crop, landmarks[:, 2], person, geometry.crop_size)
+            with _timed(timings, "mask"):
+                check_alignment(real_crop, fake_crop, self.config.mask, geometry.scale)
+                face_px = np.isin(labels, self._face_nodes)
+                art = artifact_mask(real_crop, fake_crop, valid, face_px, self.config.mask)
+        except (ImageRejected, FaceRejected, ArtifactRejected) as exc:
+            extra = {}
+            if geometry is not None:
+                extra = {"crop_transform": geometry.crop_transform.tolist(),
+                         "crop_size": geometry.crop_size}
+            return PairResult(rejected(exc.reason, exc.detail, **extra), timings, geometry)
+
+        with _timed(timings, "coverage"):
+            cov = concept_coverage(self.tree, labels, art.mask, self.config.concepts)
+        with _timed(timings, "evidence"):
+            evidence = concept_evidence(self.tree, labels, art.mask, real_crop, fake_crop,
+                                        art.difference, cov)
+        concepts = [
+            ConceptCoverage(
+                id=node.id, name=node.name, atomic=node.atomic,
+                coverage=round(float(cov.coverage[i]), 6), share=round(float(cov.share[i]), 6),
+                artifact=bool(cov.artifact[i]), region_px=int(cov.region_px[i]),
+                artifact_px=int(cov.artifact_px[i]), evidence=evidence.get(node.id),
+            )
+            for i, node in enumerate(self.tree.nodes)
+        ]
+        analysis = PairAnalysis(
+            status="ok",
+            crop_transform=geometry.crop_transform.tolist(),
+            crop_size=geometry.crop_size,
+            mask_threshold=round(art.threshold, 3),
+            changed_face_fraction=round(art.changed_face_fraction, 6),
+            artifact_fraction=round(float(art.mask.mean()), 6),
+            concepts=concepts,
+        )
+        return PairResult(analysis, timings, geometry, real_crop, fake_crop, art.difference,
+                          art.mask, labels, cov)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start

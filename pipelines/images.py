@@ -1,0 +1,100 @@
+"""Stage 1: read and validate both images of a pair.
+
+Every image comes out as uint8 RGB.  Grey, grey+alpha, RGBA, palette and 16-bit images
+are normalised; anything that cannot be decoded or has no sensible RGB reading is
+rejected with a typed reason.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from schemas.analysis import RejectReason
+
+
+class ImageRejected(Exception):
+    def __init__(self, reason: RejectReason, detail: str):
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def to_rgb8(array: np.ndarray, channel_order: str = "RGB") -> np.ndarray:
+    """Normalise a decoded array to uint8 RGB (H, W, 3).
+
+    16-bit and float images are scaled to 8 bits; alpha is dropped (the RGB values are
+    what a generator wrote); grey is replicated.
+    """
+    a = np.asarray(array)
+    if a.dtype == np.uint16:
+        a = (a.astype(np.uint32) * 255 + 32767) // 65535
+    elif a.dtype.kind == "f":
+        a = np.clip(np.nan_to_num(a), 0.0, 1.0) * 255.0 + 0.5
+    elif a.dtype != np.uint8:
+        raise ImageRejected(RejectReason.UNSUPPORTED_CHANNELS, f"pixel type {a.dtype} is not supported")
+    a = a.astype(np.uint8)
+    if a.ndim == 2:
+        return np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim != 3:
+        raise ImageRejected(RejectReason.UNSUPPORTED_CHANNELS, f"array of shape {a.shape}")
+    channels = a.shape[2]
+    if channels == 1:
+        return np.repeat(a, 3, axis=2)
+    if channels == 2:  # grey + alpha
+        return np.repeat(a[:, :, :1], 3, axis=2)
+    if channels not in (3, 4):
+        raise ImageRejected(RejectReason.UNSUPPORTED_CHANNELS, f"{channels} channels")
+    rgb = a[:, :, :3]
+    if channel_order == "BGR":
+        rgb = rgb[:, :, ::-1]
+    return np.ascontiguousarray(rgb)
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Bytes of any common image format -> uint8 RGB."""
+    if not data:
+        raise ImageRejected(RejectReason.DECODE_ERROR, "empty file")
+    buf = np.frombuffer(data, np.uint8)
+    decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if decoded is not None:
+        return to_rgb8(decoded, channel_order="BGR")
+    # OpenCV lacks some formats (GIF, some TIFF/WebP variants); Pillow may know them.
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+                im = im.convert("RGBA" if "A" in im.mode else "RGB")
+            return to_rgb8(np.asarray(im))
+    except ImageRejected:
+        raise
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        raise ImageRejected(RejectReason.DECODE_ERROR, f"cannot decode image: {exc}") from exc
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ImageRejected(RejectReason.MISSING_FILE, f"{path} does not exist") from exc
+    except OSError as exc:
+        raise ImageRejected(RejectReason.DECODE_ERROR, f"cannot read {path}: {exc}") from exc
+    try:
+        return decode_image(data)
+    except ImageRejected as exc:
+        raise ImageRejected(exc.reason, f"{path.name}: {exc.detail}") from None
+
+
+def check_pair(real: np.ndarray, fake: np.ndarray) -> None:
+    """The RGB-difference method needs pixel-aligned images of one size."""
+    if real.shape[:2] != fake.shape[:2]:
+        raise ImageRejected(
+            RejectReason.SIZE_MISMATCH,
+            f"real is {real.shape[1]}x{real.shape[0]}, fake is {fake.shape[1]}x{fake.shape[0]}",
+        )
