@@ -41,6 +41,7 @@ class MaskConfig:
     min_component_px: int = 24  # connected changes smaller than this are dropped
     max_face_change: float = 0.5  # not_localized: more of the face than this changed
     max_shift_px: float = 2.0  # misaligned: the fake is shifted by more than this (original px)
+    min_shift_response: float = 0.3  # ...and the shifted copy explains the fake this well
 
     def __post_init__(self) -> None:
         if self.mode not in MASK_MODES:
@@ -51,8 +52,11 @@ class MaskConfig:
 
 def rgb_difference(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
     """Mean absolute difference over R, G, B per pixel, float32 in 0..255."""
-    diff = cv2.absdiff(real, fake)
-    return diff.astype(np.float32).mean(axis=2)
+    diff = cv2.absdiff(real, fake).astype(np.float32)
+    return cv2.transform(diff, _CHANNEL_MEAN)
+
+
+_CHANNEL_MEAN = np.full((1, 3), 1 / 3, np.float32)
 
 
 def noise_threshold(diff: np.ndarray, valid: np.ndarray, config: MaskConfig) -> float:
@@ -61,7 +65,8 @@ def noise_threshold(diff: np.ndarray, valid: np.ndarray, config: MaskConfig) -> 
     The median and MAD are taken over the crop: for a localized edit most pixels are
     unchanged, so they describe the noise of the pair (0 for a lossless pair).
     """
-    values = diff[valid]
+    # Every second pixel in each direction: the same statistics at a quarter of the cost.
+    values = diff[::2, ::2][valid[::2, ::2]]
     if values.size == 0:
         return config.noise_floor
     median = float(np.median(values))
@@ -129,13 +134,20 @@ def _disk(size: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
 
 
-def global_shift(real: np.ndarray, fake: np.ndarray) -> tuple[float, float]:
-    """Sub-pixel translation of the fake relative to the real (phase correlation)."""
-    a = cv2.cvtColor(real, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    b = cv2.cvtColor(fake, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    window = cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F)
-    (dx, dy), _ = cv2.phaseCorrelate(a, b, window)
-    return float(dx), float(dy)
+def global_shift(real: np.ndarray, fake: np.ndarray) -> tuple[float, float, float]:
+    """Sub-pixel translation of the fake relative to the real, and the strength of the
+    phase-correlation peak (1 for a pure shift, near 0 or negative when the images do
+    not match as shifted copies, e.g. a swapped identity).
+
+    Measured at half resolution, which keeps sub-pixel precision at a quarter of the cost.
+    """
+    h, w = real.shape[:2]
+    half = (w // 2, h // 2)
+    a = cv2.resize(cv2.cvtColor(real, cv2.COLOR_RGB2GRAY), half, interpolation=cv2.INTER_AREA)
+    b = cv2.resize(cv2.cvtColor(fake, cv2.COLOR_RGB2GRAY), half, interpolation=cv2.INTER_AREA)
+    window = cv2.createHanningWindow(half, cv2.CV_32F)
+    (dx, dy), response = cv2.phaseCorrelate(a.astype(np.float32), b.astype(np.float32), window)
+    return 2 * float(dx), 2 * float(dy), float(response)
 
 
 def check_alignment(real: np.ndarray, fake: np.ndarray, config: MaskConfig,
@@ -144,8 +156,9 @@ def check_alignment(real: np.ndarray, fake: np.ndarray, config: MaskConfig,
 
     `crop_scale`: crop pixels per original pixel, so the limit holds in original pixels.
     """
-    dx, dy = (v / crop_scale for v in global_shift(real, fake))
-    if float(np.hypot(dx, dy)) > config.max_shift_px:
+    dx, dy, response = global_shift(real, fake)
+    dx, dy = dx / crop_scale, dy / crop_scale
+    if response >= config.min_shift_response and float(np.hypot(dx, dy)) > config.max_shift_px:
         raise ArtifactRejected(
             RejectReason.MISALIGNED,
             f"fake is shifted by ({dx:+.1f}, {dy:+.1f}) px relative to the real image",
