@@ -36,15 +36,21 @@ def concept_evidence(tree: ConceptTree, labels: np.ndarray, mask: np.ndarray,
     n = len(tree.atomic)
     ys, xs = np.nonzero(mask)
     lab = labels[ys, xs]
+    # Filters and colour conversion only over the mask's box (+2 px so the 3x3 kernels
+    # see the same neighbours as on the whole crop).
+    y0, x0 = max(ys.min() - 2, 0), max(xs.min() - 2, 0)
+    y1, x1 = min(ys.max() + 3, mask.shape[0]), min(xs.max() + 3, mask.shape[1])
+    real, fake = real[y0:y1, x0:x1], fake[y0:y1, x0:x1]
+    ys_box, xs_box = ys - y0, xs - x0
 
     def node_sums(values: np.ndarray) -> np.ndarray:
         return per_node(tree, np.bincount(lab, weights=values, minlength=n))
 
-    lab_real, lab_fake = _lab(real)[ys, xs], _lab(fake)[ys, xs]
+    lab_real, lab_fake = _lab(real)[ys_box, xs_box], _lab(fake)[ys_box, xs_box]
     grad_real, lap_real = _gradient_and_laplacian(real)
     grad_fake, lap_fake = _gradient_and_laplacian(fake)
-    gr, gf = grad_real[ys, xs], grad_fake[ys, xs]
-    lr, lf = lap_real[ys, xs], lap_fake[ys, xs]
+    gr, gf = grad_real[ys_box, xs_box], grad_fake[ys_box, xs_box]
+    lr, lf = lap_real[ys_box, xs_box], lap_fake[ys_box, xs_box]
 
     count = np.maximum(coverage.artifact_px, 1).astype(np.float64)
     mean = {name: node_sums(v) / count for name, v in {

@@ -182,3 +182,12 @@ def test_coverage_and_share_by_hand(tree):
     assert cov.artifact[i["left_iris"]] and cov.artifact[i["left_eye"]] and cov.artifact[i["facial_image"]]
     assert not cov.artifact[i["left_inner_sclera"]] and not cov.artifact[i["right_eye"]]
     assert n == 112
+
+
+def test_two_faces_are_rejected(analyzer, photos):
+    a = cv2.resize(photos["astronaut"][0:300, 100:400], (300, 300))
+    b = cv2.resize(photos["grace_hopper"][60:460, 56:456], (300, 300))
+    canvas = np.concatenate([a, b], axis=1)
+    result = analyzer.analyze(canvas, canvas.copy())
+    assert result.analysis.reason == RejectReason.MULTIPLE_FACES
+    assert result.analysis.stage.value == "face"
