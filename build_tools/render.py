@@ -83,8 +83,13 @@ def render_label_map(image: np.ndarray, labels: np.ndarray, path: str,
     plt.close(fig)
 
 
-def difference_heatmap(difference: np.ndarray, vmax: float = 64.0) -> np.ndarray:
-    """RGB heat map of a grey-level difference (0 -> dark, vmax and above -> bright)."""
+def difference_heatmap(difference: np.ndarray, vmax: float | None = None) -> np.ndarray:
+    """RGB heat map of a grey-level difference (0 -> dark, vmax and above -> bright).
+
+    By default vmax is the 99.9th percentile (at least 16), so small edits show up.
+    """
+    if vmax is None:
+        vmax = max(16.0, float(np.percentile(difference, 99.9)))
     scaled = np.clip(difference / vmax * 255.0, 0, 255).astype(np.uint8)
     return cv2.cvtColor(cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
 

@@ -14,11 +14,11 @@ import numpy as np
 from fict.coverage import ConceptConfig, Coverage, concept_coverage
 from fict.regions import label_map
 from fict.tree import ConceptTree, load_tree
-from pipelines.artifacts import ArtifactRejected, MaskConfig, artifact_mask, check_alignment
+from pipelines.artifacts import MaskConfig, artifact_mask, check_alignment
 from pipelines.evidence import concept_evidence
-from pipelines.faces import FaceAnalyzer, FaceGeometry, FaceGeometryConfig, FaceRejected
+from pipelines.faces import FaceAnalyzer, FaceGeometry, FaceGeometryConfig
 from pipelines.images import ImageRejected, check_pair, read_image
-from schemas.analysis import ConceptCoverage, PairAnalysis, RejectReason
+from schemas.analysis import ConceptCoverage, PairAnalysis, PairRejected, RejectReason
 
 STAGES = ("decode", "detect", "mesh", "align", "segmentation", "mask", "label_map",
           "coverage", "evidence")
@@ -108,7 +108,7 @@ class PairAnalyzer:
                 check_alignment(real_crop, fake_crop, self.config.mask, geometry.scale)
                 face_px = np.isin(labels, self._face_nodes)
                 art = artifact_mask(real_crop, fake_crop, valid, face_px, self.config.mask)
-        except (ImageRejected, FaceRejected, ArtifactRejected) as exc:
+        except PairRejected as exc:
             extra = {}
             if geometry is not None:
                 extra = {"crop_transform": geometry.crop_transform.tolist(),

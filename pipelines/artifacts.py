@@ -16,16 +16,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from schemas.analysis import RejectReason
+from schemas.analysis import PairRejected, RejectReason
 
 MASK_MODES = ("absolute", "percentile")
 
 
-class ArtifactRejected(Exception):
-    def __init__(self, reason: RejectReason, detail: str):
-        super().__init__(f"{reason.value}: {detail}")
-        self.reason = reason
-        self.detail = detail
+class ArtifactRejected(PairRejected):
+    """The pair fails an artifact-stage gate (misaligned, not localized)."""
 
 
 @dataclass(frozen=True)

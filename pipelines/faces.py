@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from fict.canonical import canonical_crop_points
-from schemas.analysis import RejectReason
+from schemas.analysis import PairRejected, RejectReason
 
 # mediapipe's C++ side logs every graph start; keep workers' logs readable.
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -26,13 +26,8 @@ N_MESH = 478  # 468 surface points + 10 iris points (refine_landmarks=True)
 N_SURFACE = 468
 
 
-class FaceRejected(Exception):
+class FaceRejected(PairRejected):
     """The real image has no usable face; carries a typed reason."""
-
-    def __init__(self, reason: RejectReason, detail: str):
-        super().__init__(f"{reason.value}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from schemas.analysis import RejectReason
+from schemas.analysis import PairRejected, RejectReason
 
 
-class ImageRejected(Exception):
-    def __init__(self, reason: RejectReason, detail: str):
-        super().__init__(f"{reason.value}: {detail}")
-        self.reason = reason
-        self.detail = detail
+class ImageRejected(PairRejected):
+    """An image cannot be read, or the two images cannot be compared."""
 
 
 def to_rgb8(array: np.ndarray, channel_order: str = "RGB") -> np.ndarray:

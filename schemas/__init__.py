@@ -4,8 +4,9 @@ from schemas.analysis import (
     ConceptCoverage,
     ConceptEvidence,
     PairAnalysis,
+    PairRejected,
     RejectReason,
     Stage,
 )
 
-__all__ = ["ConceptCoverage", "ConceptEvidence", "PairAnalysis", "RejectReason", "Stage"]
+__all__ = ["ConceptCoverage", "ConceptEvidence", "PairAnalysis", "PairRejected", "RejectReason", "Stage"]

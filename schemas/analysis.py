@@ -49,6 +49,15 @@ _REASON_STAGE = {
 }
 
 
+class PairRejected(Exception):
+    """A stage refused a pair; carries the typed reason (its stage follows from it)."""
+
+    def __init__(self, reason: RejectReason, detail: str):
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
 class ConceptEvidence(BaseModel):
     """Measured facts about the change inside one concept region.
 
