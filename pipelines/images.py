@@ -33,22 +33,22 @@ def to_rgb8(array: np.ndarray, channel_order: str = "RGB") -> np.ndarray:
         a = np.clip(np.nan_to_num(a), 0.0, 1.0) * 255.0 + 0.5
     elif a.dtype != np.uint8:
         raise ImageRejected(RejectReason.UNSUPPORTED_CHANNELS, f"pixel type {a.dtype} is not supported")
-    a = a.astype(np.uint8)
+    a = a.astype(np.uint8, copy=False)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
     if a.ndim == 2:
-        return np.repeat(a[:, :, None], 3, axis=2)
+        return cv2.cvtColor(a, cv2.COLOR_GRAY2RGB)
     if a.ndim != 3:
         raise ImageRejected(RejectReason.UNSUPPORTED_CHANNELS, f"array of shape {a.shape}")
     channels = a.shape[2]
-    if channels == 1:
-        return np.repeat(a, 3, axis=2)
     if channels == 2:  # grey + alpha
-        return np.repeat(a[:, :, :1], 3, axis=2)
+        return cv2.cvtColor(np.ascontiguousarray(a[:, :, 0]), cv2.COLOR_GRAY2RGB)
     if channels not in (3, 4):
         raise ImageRejected(RejectReason.UNSUPPORTED_CHANNELS, f"{channels} channels")
-    rgb = a[:, :, :3]
-    if channel_order == "BGR":
-        rgb = rgb[:, :, ::-1]
-    return np.ascontiguousarray(rgb)
+    bgr = channel_order == "BGR"
+    if channels == 4:
+        return cv2.cvtColor(a, cv2.COLOR_BGRA2RGB if bgr else cv2.COLOR_RGBA2RGB)
+    return cv2.cvtColor(a, cv2.COLOR_BGR2RGB) if bgr else np.ascontiguousarray(a)
 
 
 def decode_image(data: bytes) -> np.ndarray:
