@@ -156,7 +156,7 @@ def _paint_face(pt: _Painter, oval: np.ndarray) -> None:
     """Skin areas, then features on top, inside the face oval (both layers)."""
     X, Y, p = pt.X, pt.Y, pt.p
     ax = np.abs(X)
-    face = oval
+    face = oval  # every rule below stays inside the face oval
 
     # Base skin, coarse to fine; later rules overwrite earlier ones.
     brow_top = min(p[BROW_UPPER[1], 1])  # highest brow point
@@ -204,7 +204,7 @@ def _paint_face(pt: _Painter, oval: np.ndarray) -> None:
     pt.paint("nose_bridge", face & (ax < 0.085) & (Y >= 0.08) & (Y < 0.23))
     for side, name in SIDES.items():
         s = X * side
-        pt.paint(f"{name}_nasal_sidewall", face & (s >= 0.085) & (s < 0.2 + 0.1 * (Y - 0.0)) & (Y >= -0.02) & (Y < 0.36) & (s > 0))
+        pt.paint(f"{name}_nasal_sidewall", face & (s >= 0.085) & (s < 0.2 + 0.1 * Y) & (Y >= -0.02) & (Y < 0.36))
     pt.paint("nose_supratip", face & (ax < 0.09) & (Y >= 0.23) & (Y < 0.31))
     pt.paint("nose_tip", face & (((X / 0.12) ** 2 + ((Y - 0.37) / 0.07) ** 2) < 1))
     for side, name in SIDES.items():
@@ -283,7 +283,7 @@ def _paint_contour(pt: _Painter, oval_sd: np.ndarray) -> None:
 
 @lru_cache(maxsize=1)
 def atlas() -> Atlas:
-    """The label atlas in canonical space (built once per process, ~0.3 s)."""
+    """The label atlas in canonical space (built once per process, under a second)."""
     pt = _Painter(load_tree())
     oval = pt.polygon(pt.p[FACE_OVAL])
     oval_sd = pt.signed_distance(oval)
