@@ -341,10 +341,12 @@ def _canonical_vertices() -> np.ndarray:
 # --- labelling a face ------------------------------------------------------------------------
 
 
-def rasterize_triangles(vertices: np.ndarray, depth: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Triangle index per pixel (-1 where none), nearer triangles drawn over farther ones."""
+def rasterize_triangles(vertices: np.ndarray, depth: np.ndarray, shape: tuple[int, int],
+                        background: int = -1) -> np.ndarray:
+    """Triangle index per pixel (`background` where none), nearer triangles drawn over
+    farther ones."""
     tris = mesh_triangles()
-    ids = np.full(shape, -1, np.int32)
+    ids = np.full(shape, background, np.int32)
     order = np.argsort(-depth[tris].mean(1), kind="stable")  # far (large z) first
     fixed = np.round(vertices * 16).astype(np.int32)
     for t in order:
@@ -365,26 +367,25 @@ def canonical_coordinates(landmarks_crop: np.ndarray, depth: np.ndarray,
     verts = with_rings(landmarks_crop[:, :2])
     tris = mesh_triangles()
     depth_all = np.concatenate([depth[:468], np.full(len(verts) - 468, depth[:468].max() + 1)])
-    ids = rasterize_triangles(verts, depth_all, (h, w)).ravel()
+    tid = rasterize_triangles(verts, depth_all, (h, w), background=len(tris)).ravel()
 
     # One affine per triangle, crop pixel -> canonical: rows [x y 1] @ coef.
     src = np.concatenate([verts[tris], np.ones((len(tris), 3, 1))], -1)  # (T, 3, 3)
     dst = _canonical_vertices()[tris]  # (T, 3, 2)
     ok = np.abs(np.linalg.det(src)) > 1e-6
-    coef = np.zeros((len(tris) + 1, 3, 2))
-    coef[:-1][ok] = np.linalg.solve(src[ok], dst[ok])
-    # The extra last entry serves pixels outside every triangle (and degenerate ones):
-    # the crop is itself a scaled canonical frame.
+    # Pixels outside every triangle (the extra last entry) and degenerate, collapsed
+    # triangles use the crop frame itself, which is a scaled canonical frame.
     m = canonical_to_crop(w)
-    coef[-1] = [[1 / m[0, 0], 0], [0, 1 / m[1, 1]], [-m[0, 2] / m[0, 0], -m[1, 2] / m[1, 1]]]
-    tid = np.where(ids >= 0, ids, len(tris))
-    tid[~np.append(ok, True)[tid]] = len(tris)
-    coef = coef.astype(np.float32)
+    outside = [[1 / m[0, 0], 0], [0, 1 / m[1, 1]], [-m[0, 2] / m[0, 0], -m[1, 2] / m[1, 1]]]
+    coef = np.empty((len(tris) + 1, 3, 2))
+    coef[:] = outside
+    coef[:-1][ok] = np.linalg.solve(src[ok], dst[ok])
     x, y = _pixel_centres(w, h)
-    uv = np.empty((h * w, 2), np.float32)
+    uv = np.empty((h, w, 2), np.float32)
     for k in range(2):
-        uv[:, k] = coef[tid, 0, k] * x + coef[tid, 1, k] * y + coef[tid, 2, k]
-    return uv.reshape(h, w, 2)
+        cx, cy, c1 = (np.ascontiguousarray(coef[:, r, k], np.float32) for r in range(3))
+        uv[..., k] = (np.take(cx, tid) * x + np.take(cy, tid) * y + np.take(c1, tid)).reshape(h, w)
+    return uv
 
 
 def label_map(landmarks_crop: np.ndarray, depth: np.ndarray, person: np.ndarray,
