@@ -89,6 +89,12 @@ class FaceGeometry:
 
     def valid_crop_mask(self, original_size: tuple[int, int]) -> np.ndarray:
         """Crop pixels that come from inside the original image (bool)."""
+        w, h = self.crop_size
+        corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], np.float64)
+        back = apply_affine(cv2.invertAffineTransform(self.crop_transform), corners)
+        if (back >= 0).all() and (back[:, 0] <= original_size[0] - 1).all() \
+                and (back[:, 1] <= original_size[1] - 1).all():
+            return np.ones((h, w), bool)  # the crop lies inside the image
         ones = np.full(original_size[::-1], 255, np.uint8)
         return self.warp(ones, cv2.INTER_NEAREST) > 0
 

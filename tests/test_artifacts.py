@@ -191,3 +191,16 @@ def test_two_faces_are_rejected(analyzer, photos):
     result = analyzer.analyze(canvas, canvas.copy())
     assert result.analysis.reason == RejectReason.MULTIPLE_FACES
     assert result.analysis.stage.value == "face"
+
+
+@pytest.mark.parametrize("shift, inside", [(-50.0, True), (30.0, False)])
+def test_valid_crop_mask(shift, inside):
+    from pipelines.faces import Detection, FaceGeometry
+
+    transform = np.array([[0.5, 0.0, shift], [0.0, 0.5, shift]])
+    geometry = FaceGeometry(Detection((0, 0, 1, 1), 1.0), np.zeros((478, 3), np.float32),
+                            transform, (256, 256))
+    valid = geometry.valid_crop_mask((800, 700))
+    by_warp = geometry.warp(np.full((700, 800), 255, np.uint8), cv2.INTER_NEAREST) > 0
+    assert valid.all() == inside
+    assert np.array_equal(valid, by_warp)
