@@ -37,7 +37,7 @@ def label_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) ->
     return blended
 
 
-def region_centres(labels: np.ndarray, n: int) -> dict[int, tuple[float, float]]:
+def region_centres(labels: np.ndarray) -> dict[int, tuple[float, float]]:
     """A point inside each present region (the pixel deepest inside it)."""
     centres = {}
     for k in np.unique(labels):
@@ -64,7 +64,7 @@ def render_label_map(image: np.ndarray, labels: np.ndarray, path: str,
     ax.imshow(label_overlay(image, labels))
     ax.set_axis_off()
     ax.set_title(title or "FICT atomic regions", fontsize=14)
-    for k, (x, y) in region_centres(labels, n).items():
+    for k, (x, y) in region_centres(labels).items():
         ax.text(x, y, str(k), fontsize=6, ha="center", va="center", color="white",
                 bbox=dict(boxstyle="round,pad=0.1", fc="black", alpha=0.55, lw=0))
     counts = np.bincount(labels.ravel(), minlength=n)

@@ -62,8 +62,9 @@ class PairAnalyzer:
         self.config = config or AnalysisConfig()
         self.tree = tree or load_tree()
         self.faces = FaceAnalyzer(self.config.face)
-        self._face_nodes = np.array(
-            [self.tree.atomic_index[a] for a in self.tree.atomic_descendants("face")])
+        # Lookup table atomic label -> is part of the face (cheaper than np.isin per pair).
+        self._is_face = np.zeros(len(self.tree.atomic), bool)
+        self._is_face[[self.tree.atomic_index[a] for a in self.tree.atomic_descendants("face")]] = True
 
     def close(self) -> None:
         self.faces.close()
@@ -106,7 +107,7 @@ class PairAnalyzer:
                 labels = label_map(geometry.landmarks_crop, landmarks[:, 2], person, geometry.crop_size)
             with _timed(timings, "mask"):
                 check_alignment(real_crop, fake_crop, self.config.mask, geometry.scale)
-                face_px = np.isin(labels, self._face_nodes)
+                face_px = self._is_face[labels]
                 art = artifact_mask(real_crop, fake_crop, valid, face_px, self.config.mask)
         except PairRejected as exc:
             extra = {}
