@@ -12,15 +12,20 @@ ground truth is exactly known:
 taken before any noise is added.  `gt_concepts` are the atomic concepts of the edited
 region that hold a clear part of that mask, measured in the aligned crop the analysis
 uses.  Some pairs are re-encoded (`ENCODING_CYCLE`).  Bad pairs, one per reject reason
-the analysis must give (`BAD_PAIRS`), follow the good ones.  Same (n, seed) gives
-byte-identical files.
+the analysis must give (`BAD_PAIRS`), follow the good ones: misaligned (the real shifted),
+size_mismatch (the fake shrunk), not_localized (a face swap), decode_error (a truncated
+fake PNG), no_face (a coffee cup), face_too_small (a 44 px face), multiple_faces (both
+photos side by side, lips recoloured on one) and missing_file (a manifest row whose fake
+file is never written).  Same (n, seed) gives byte-identical files.
 
     facext sample-data -o DIR [--n 40] [--seed 0]
 
 writes DIR/pairs/NNNN_{real,fake,gt}.png (.jpg for JPEG pairs) and DIR/manifest.jsonl,
 one row per pair: pair_id, real, fake, method, category, subject_id, gt_mask,
 gt_concepts, expected_reject, encoding, source_photo, seed, and for edits
-target_concepts, side (the subject's), edit, size, placement.
+target_concepts, side (the subject's), edit, size, placement.  The missing_file row's
+fake (its path ends in _fake.png) does not exist: readers of every listed file must skip
+it.
 """
 
 from __future__ import annotations
@@ -69,9 +74,14 @@ JPEG_QUALITY = 92
 # Face oval width of the face_too_small pair: the detector still finds it (it finds no
 # face below about 38 px) but its box stays under FaceGeometryConfig.min_face_px (48).
 FACE_TOO_SMALL_PX = 44
+# Height both photos are scaled to, side by side, in the multiple_faces pair: their faces
+# are then about 100 and 170 px wide and the detector scores both above 0.9.
+MULTIPLE_FACES_HEIGHT = 512
 
+# New bad pairs go at the end, so earlier pairs keep their indices and bytes.
 BAD_PAIRS = (RejectReason.MISALIGNED, RejectReason.SIZE_MISMATCH, RejectReason.NOT_LOCALIZED,
-             RejectReason.DECODE_ERROR, RejectReason.NO_FACE, RejectReason.FACE_TOO_SMALL)
+             RejectReason.DECODE_ERROR, RejectReason.NO_FACE, RejectReason.FACE_TOO_SMALL,
+             RejectReason.MULTIPLE_FACES, RejectReason.MISSING_FILE)
 
 
 # --- regions on a face ---------------------------------------------------------------------
@@ -777,6 +787,14 @@ class SampleMaker:
             real, fake, gt, row = self._no_face()
         elif reason == RejectReason.FACE_TOO_SMALL:
             real, fake, gt, row = self._face_too_small(self.photos[photo], rng)
+        elif reason == RejectReason.MULTIPLE_FACES:
+            other = self.photos[names[(k + 1) % len(names)]]
+            real, fake, gt, row = self._multiple_faces(self.photos[photo], other, rng)
+        elif reason == RejectReason.MISSING_FILE:
+            real, _, placement = self._real(rng, photo)
+            fake, gt = None, None  # the fake is never written
+            row = {"method": "none", "category": "none", "missing": ["fake"],
+                   "size": [real.shape[1], real.shape[0]], "placement": placement}
         else:
             real, face, placement = self._real(rng, photo)
             row = {"size": [real.shape[1], real.shape[0]], "placement": placement}
@@ -800,7 +818,8 @@ class SampleMaker:
                 raise ValueError(f"no bad pair for {reason}")
             row.update(more)
         _write_png(real_path, real)
-        _write_png(fake_path, fake)
+        if fake is not None:
+            _write_png(fake_path, fake)
         if reason == RejectReason.DECODE_ERROR:
             data = fake_path.read_bytes()
             fake_path.write_bytes(data[: len(data) // 3])  # cut off inside the image data
@@ -837,6 +856,32 @@ class SampleMaker:
                                      borderValue=(118, 120, 124)) for x in (pair.real, pair.fake))
         alpha = cv2.warpAffine(pair.edit.alpha, m, canvas, flags=cv2.INTER_LINEAR)
         row = {"method": "hair_recolor", "face_px": FACE_TOO_SMALL_PX, "size": list(canvas)}
+        return real, fake, ground_truth(real, fake, alpha), row
+
+    @staticmethod
+    def _multiple_faces(photo: Photo, other: Photo, rng: np.random.Generator):
+        """Two people: `photo` with its lips recoloured and `other` unchanged, both scaled
+        to MULTIPLE_FACES_HEIGHT and set side by side (in random order) on one canvas."""
+        pair = apply_edit("lip_recolor", photo.image, photo.regions, int(rng.integers(2**32)))
+        first = bool(rng.random() < 0.5)  # the edited photo on the left
+
+        def scaled(image: np.ndarray, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+            h, w = image.shape[:2]
+            size = (round(w * MULTIPLE_FACES_HEIGHT / h), MULTIPLE_FACES_HEIGHT)
+            return image if size == (w, h) else cv2.resize(image, size, interpolation=interpolation)
+
+        def side_by_side(edited: np.ndarray, unchanged: np.ndarray) -> np.ndarray:
+            parts = (edited, unchanged) if first else (unchanged, edited)
+            return np.ascontiguousarray(np.concatenate(parts, axis=1))
+
+        second = scaled(other.image)
+        real = side_by_side(scaled(pair.real), second)
+        fake = side_by_side(scaled(pair.fake), second)
+        alpha = side_by_side(scaled(pair.edit.alpha, cv2.INTER_LINEAR),
+                             np.zeros(second.shape[:2], np.float32))
+        row = {"method": "lip_recolor", "second_photo": other.name,
+               "edited_side": "left" if first else "right", "faces": 2,
+               "size": [real.shape[1], real.shape[0]]}
         return real, fake, ground_truth(real, fake, alpha), row
 
     @staticmethod

@@ -8,13 +8,14 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
 from fict.coverage import ConceptConfig, Coverage, concept_coverage
 from fict.regions import label_map
 from fict.tree import ConceptTree, load_tree
-from pipelines.artifacts import MaskConfig, artifact_mask, check_alignment
+from pipelines.artifacts import ArtifactMask, MaskConfig, artifact_mask, check_alignment
 from pipelines.evidence import concept_evidence
 from pipelines.faces import FaceAnalyzer, FaceGeometry, FaceGeometryConfig
 from pipelines.images import ImageRejected, check_pair, read_image
@@ -30,6 +31,17 @@ class AnalysisConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)
     concepts: ConceptConfig = field(default_factory=ConceptConfig)
     person_threshold: float = 0.5
+
+
+@dataclass
+class LocatedPair:
+    """Stage 2's output: the face geometry and both images in the aligned crop."""
+
+    geometry: FaceGeometry
+    real_crop: np.ndarray  # (h, w, 3) uint8
+    fake_crop: np.ndarray
+    valid: np.ndarray  # (h, w) bool: crop pixels that come from inside the image
+    labels: np.ndarray  # (h, w) uint8 atomic FICT indices
 
 
 @dataclass
@@ -69,7 +81,7 @@ class PairAnalyzer:
     def close(self) -> None:
         self.faces.close()
 
-    def __enter__(self) -> PairAnalyzer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -78,8 +90,7 @@ class PairAnalyzer:
     def analyze_files(self, real_path: str | Path, fake_path: str | Path) -> PairResult:
         timings: dict[str, float] = {}
         try:
-            with _timed(timings, "decode"):
-                real, fake = read_image(real_path), read_image(fake_path)
+            real, fake = self.read(real_path, fake_path, timings)
         except ImageRejected as exc:
             return PairResult(rejected(exc.reason, exc.detail), timings)
         return self.analyze(real, fake, timings)
@@ -88,34 +99,61 @@ class PairAnalyzer:
                 timings: dict[str, float] | None = None) -> PairResult:
         """uint8 RGB arrays in; never raises for a bad pair, returns a rejected record."""
         timings = {} if timings is None else timings
-        geometry = None
+        located = None
         try:
             check_pair(real, fake)
-            faces = self.faces
-            with _timed(timings, "detect"):
-                face = faces.the_face(real)
-            with _timed(timings, "mesh"):
-                landmarks = faces.mesh(real, face)
-            with _timed(timings, "align"):
-                size = self.config.face.crop_size
-                geometry = FaceGeometry(face, landmarks, faces.align(landmarks), (size, size))
-                real_crop, fake_crop = geometry.warp(real), geometry.warp(fake)
-                valid = geometry.valid_crop_mask((real.shape[1], real.shape[0]))
-            with _timed(timings, "segmentation"):
-                person = faces.segment(real_crop) > self.config.person_threshold
-            with _timed(timings, "label_map"):
-                labels = label_map(geometry.landmarks_crop, landmarks[:, 2], person, geometry.crop_size)
-            with _timed(timings, "mask"):
-                check_alignment(real_crop, fake_crop, self.config.mask, geometry.scale)
-                face_px = self._is_face[labels]
-                art = artifact_mask(real_crop, fake_crop, valid, face_px, self.config.mask)
+            located = self.locate(real, fake, timings)
+            art = self.artifacts(located, timings)
         except PairRejected as exc:
             extra = {}
-            if geometry is not None:
-                extra = {"crop_transform": geometry.crop_transform.tolist(),
-                         "crop_size": geometry.crop_size}
-            return PairResult(rejected(exc.reason, exc.detail, **extra), timings, geometry)
+            if located is not None:
+                extra = {"crop_transform": located.geometry.crop_transform.tolist(),
+                         "crop_size": located.geometry.crop_size}
+            return PairResult(rejected(exc.reason, exc.detail, **extra), timings,
+                              located.geometry if located else None)
+        return self.concepts(located, art, timings)
 
+    # The stages, one method each, so a pipeline can run (and count) them one by one.
+
+    def read(self, real_path: str | Path, fake_path: str | Path,
+             timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return read_pair(real_path, fake_path, timings)
+
+    def locate(self, real: np.ndarray, fake: np.ndarray,
+               timings: dict[str, float] | None = None) -> LocatedPair:
+        """Stage 2: the face on the real image, both images aligned to the crop, and the
+        crop's FICT label map; raises FaceRejected."""
+        faces = self.faces
+        with _timed(timings, "detect"):
+            face = faces.the_face(real)
+        with _timed(timings, "mesh"):
+            landmarks = faces.mesh(real, face)
+        with _timed(timings, "align"):
+            size = self.config.face.crop_size
+            geometry = FaceGeometry(face, landmarks, faces.align(landmarks), (size, size))
+            real_crop, fake_crop = geometry.warp(real), geometry.warp(fake)
+            valid = geometry.valid_crop_mask((real.shape[1], real.shape[0]))
+        with _timed(timings, "segmentation"):
+            person = faces.segment(real_crop) > self.config.person_threshold
+        with _timed(timings, "label_map"):
+            labels = label_map(geometry.landmarks_crop, landmarks[:, 2], person, geometry.crop_size)
+        return LocatedPair(geometry, real_crop, fake_crop, valid, labels)
+
+    def artifacts(self, located: LocatedPair, timings: dict[str, float] | None = None) -> ArtifactMask:
+        """Stage 3: the whole-crop artifact mask and the pair-level gates; raises
+        ArtifactRejected."""
+        with _timed(timings, "mask"):
+            check_alignment(located.real_crop, located.fake_crop, self.config.mask,
+                            located.geometry.scale)
+            face_px = self._is_face[located.labels]
+            return artifact_mask(located.real_crop, located.fake_crop, located.valid, face_px,
+                                 self.config.mask)
+
+    def concepts(self, located: LocatedPair, art: ArtifactMask,
+                 timings: dict[str, float] | None = None) -> PairResult:
+        """Stages 4-5: coverage of every FICT node and evidence for the flagged ones."""
+        geometry, labels = located.geometry, located.labels
+        real_crop, fake_crop = located.real_crop, located.fake_crop
         with _timed(timings, "coverage"):
             cov = concept_coverage(self.tree, labels, art.mask, self.config.concepts)
         with _timed(timings, "evidence"):
@@ -139,14 +177,24 @@ class PairAnalyzer:
             artifact_fraction=round(float(art.mask.mean()), 6),
             concepts=concepts,
         )
-        return PairResult(analysis, timings, geometry, real_crop, fake_crop, art.difference,
-                          art.mask, labels, cov)
+        return PairResult(analysis, timings if timings is not None else {}, geometry, real_crop,
+                          fake_crop, art.difference, art.mask, labels, cov)
+
+
+def read_pair(real_path: str | Path, fake_path: str | Path,
+              timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 1: both images as uint8 RGB of one size; raises ImageRejected."""
+    with _timed(timings, "decode"):
+        real, fake = read_image(real_path), read_image(fake_path)
+    check_pair(real, fake)
+    return real, fake
 
 
 @contextmanager
-def _timed(timings: dict[str, float], stage: str):
+def _timed(timings: dict[str, float] | None, stage: str):
     start = time.perf_counter()
     try:
         yield
     finally:
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+        if timings is not None:
+            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start

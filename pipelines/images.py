@@ -74,10 +74,23 @@ def decode_image(data: bytes) -> np.ndarray:
         raise ImageRejected(RejectReason.DECODE_ERROR, f"cannot decode image: {exc}") from exc
 
 
+def read_bytes(path: str | Path) -> bytes:
+    """A local file, or any Beam filesystem URL (gs://, s3://, ...)."""
+    if "://" not in str(path):
+        return Path(path).read_bytes()
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    if not FileSystems.exists(str(path)):
+        raise FileNotFoundError(str(path))
+    with FileSystems.open(str(path), compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read()
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    path = Path(path)
+    name = str(path).rstrip("/").rsplit("/", 1)[-1]
     try:
-        data = path.read_bytes()
+        data = read_bytes(path)
     except FileNotFoundError as exc:
         raise ImageRejected(RejectReason.MISSING_FILE, f"{path} does not exist") from exc
     except OSError as exc:
@@ -85,7 +98,7 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         return decode_image(data)
     except ImageRejected as exc:
-        raise ImageRejected(exc.reason, f"{path.name}: {exc.detail}") from None
+        raise ImageRejected(exc.reason, f"{name}: {exc.detail}") from None
 
 
 def check_pair(real: np.ndarray, fake: np.ndarray) -> None:

@@ -1,1 +1,1 @@
-"""Versioned prompt templates and instruction libraries (to come)."""
+"""Versioned prompt templates and instruction libraries (data files) and their loaders."""

@@ -10,10 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 class Stage(str, Enum):
     """Where in the pipeline a pair was decided."""
 
+    MANIFEST = "manifest"
     READ = "read"
     FACE = "face"
     ARTIFACT = "artifact"
     CONCEPTS = "concepts"
+    DESCRIBE = "describe"
+    SAMPLES = "samples"
 
 
 class RejectReason(str, Enum):
@@ -29,10 +32,18 @@ class RejectReason(str, Enum):
     MESH_FAILED = "mesh_failed"
     NOT_LOCALIZED = "not_localized"
     MISALIGNED = "misaligned"
+    BAD_MANIFEST_ROW = "bad_manifest_row"
+    PATH_OUTSIDE_MANIFEST = "path_outside_manifest"
+    DUPLICATE_PAIR_ID = "duplicate_pair_id"
+    NO_ARTIFACT = "no_artifact"
+    # A bug or an environment failure, not a property of the pair: kept apart so it can
+    # be counted and fixed, and never silently turned into a data decision.
+    INTERNAL_ERROR = "internal_error"
 
     @property
-    def stage(self) -> Stage:
-        return _REASON_STAGE[self]
+    def stage(self) -> Stage | None:
+        """The stage that decides this reason (None: any stage, e.g. internal_error)."""
+        return _REASON_STAGE.get(self)
 
 
 _REASON_STAGE = {
@@ -46,6 +57,10 @@ _REASON_STAGE = {
     RejectReason.MESH_FAILED: Stage.FACE,
     RejectReason.NOT_LOCALIZED: Stage.ARTIFACT,
     RejectReason.MISALIGNED: Stage.ARTIFACT,
+    RejectReason.BAD_MANIFEST_ROW: Stage.MANIFEST,
+    RejectReason.PATH_OUTSIDE_MANIFEST: Stage.MANIFEST,
+    RejectReason.DUPLICATE_PAIR_ID: Stage.MANIFEST,
+    RejectReason.NO_ARTIFACT: Stage.CONCEPTS,
 }
 
 

@@ -85,7 +85,7 @@ def test_bad_pairs_rejected_with_their_reason(analysed):
     bad = [(row, result) for row, result in analysed if row.get("expected_reject")]
     reasons = {row["expected_reject"] for row, _ in bad}
     assert reasons >= {"misaligned", "size_mismatch", "not_localized", "decode_error", "no_face",
-                       "face_too_small"}
+                       "face_too_small", "multiple_faces", "missing_file"}
     for row, result in bad:
         assert result.analysis.status == "rejected", row["pair_id"]
         assert result.analysis.reason == RejectReason(row["expected_reject"]), (

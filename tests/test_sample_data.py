@@ -13,7 +13,7 @@ import pytest
 from build_tools.sample_data import (BAD_PAIRS, GT_MIN_DIFF, METHODS, add_arguments,
                                      make_sample_pairs, mirror_concept, run_from_args)
 from fict.regions import FACE_OVAL, label_map
-from pipelines.faces import FaceAnalyzer
+from pipelines.faces import FaceAnalyzer, FaceRejected
 from pipelines.images import ImageRejected, read_image
 from schemas.analysis import RejectReason
 
@@ -61,7 +61,9 @@ def test_manifest_rows_and_keys(sample):
     for row in rows:
         assert REQUIRED <= set(row), row["pair_id"]
         assert {"expected_reject", "encoding", "source_photo", "seed"} <= set(row)
-        assert (out / row["real"]).is_file() and (out / row["fake"]).is_file()
+        assert (out / row["real"]).is_file()
+        # The missing_file pair's fake is listed but never written.
+        assert (out / row["fake"]).is_file() == (row["expected_reject"] != "missing_file")
         assert not row["real"].startswith("/")  # relative to the folder
     assert [r["expected_reject"] for r in rows[:N_GOOD]] == [None] * N_GOOD
     assert {r["method"] for r in rows[:N_GOOD]} == set(METHODS)
@@ -75,7 +77,12 @@ def test_reject_reasons_are_typed_and_complete(sample):
     assert sorted(reasons) == sorted(reason.value for reason in BAD_PAIRS)
     assert {RejectReason(value) for value in reasons} == {
         RejectReason.MISALIGNED, RejectReason.SIZE_MISMATCH, RejectReason.NOT_LOCALIZED,
-        RejectReason.DECODE_ERROR, RejectReason.NO_FACE, RejectReason.FACE_TOO_SMALL}
+        RejectReason.DECODE_ERROR, RejectReason.NO_FACE, RejectReason.FACE_TOO_SMALL,
+        RejectReason.MULTIPLE_FACES, RejectReason.MISSING_FILE}
+    # New bad pairs are appended: the earlier ones keep their place after the good pairs.
+    assert list(BAD_PAIRS[:6]) == [
+        RejectReason.MISALIGNED, RejectReason.SIZE_MISMATCH, RejectReason.NOT_LOCALIZED,
+        RejectReason.DECODE_ERROR, RejectReason.NO_FACE, RejectReason.FACE_TOO_SMALL]
 
 
 def test_encodings_match_the_files(sample):
@@ -200,12 +207,40 @@ def test_bad_pairs_are_bad_in_the_named_way(sample, faces):
     assert np.mean(_diff(real, fake)[oval > 0] >= GT_MIN_DIFF) > 0.6
     assert len(row["gt_concepts"]) > 40
 
+    row = bad["multiple_faces"]  # two faces, both strong and large enough, one edited
+    real, fake = read_image(out / row["real"]), read_image(out / row["fake"])
+    assert real.shape == fake.shape
+    found = faces.detect(real)
+    assert len(found) == 2, found
+    assert all(f.score >= faces.config.second_face_confidence for f in found)
+    assert all(f.size >= 1.5 * faces.config.min_face_px for f in found)
+    centres = sorted((f.box[0] + f.box[2]) / 2 for f in found)
+    assert centres[0] < real.shape[1] / 2 < centres[1]  # side by side
+    truth = cv2.imread(str(out / row["gt_mask"]), cv2.IMREAD_GRAYSCALE) > 0
+    diff = _diff(real, fake)
+    assert truth.sum() >= 30 and diff[truth].min() >= GT_MIN_DIFF
+    edited = (slice(None), slice(0, real.shape[1] // 2)) if row["edited_side"] == "left" else (
+        slice(None), slice(real.shape[1] // 2, None))
+    assert truth[edited].sum() == truth.sum()  # the edit is on one of the faces only
+    with pytest.raises(FaceRejected) as face_exc:
+        faces.the_face(real)
+    assert face_exc.value.reason == RejectReason.MULTIPLE_FACES
+
+    row = bad["missing_file"]  # the real is a usable face photo, the fake is not there
+    assert len(faces.detect(read_image(out / row["real"]))) == 1
+    assert not (out / row["fake"]).exists()
+    with pytest.raises(ImageRejected) as exc:
+        read_image(out / row["fake"])
+    assert exc.value.reason == RejectReason.MISSING_FILE
+
 
 def test_same_seed_gives_identical_files(sample, tmp_path):
     out, rows = sample
     again = make_sample_pairs(tmp_path, n=N_GOOD, seed=SEED)
     assert again.read_bytes() == (out / "manifest.jsonl").read_bytes()
     first = sorted(p.name for p in (out / "pairs").iterdir())
+    missing = next(r["fake"] for r in rows if r["expected_reject"] == "missing_file")
+    assert not (tmp_path / missing).exists()
     assert first == sorted(p.name for p in (tmp_path / "pairs").iterdir())
     for name in first:
         assert (out / "pairs" / name).read_bytes() == (tmp_path / "pairs" / name).read_bytes(), name

@@ -1,0 +1,166 @@
+"""Arrow shards in the `datasets` save format, written by Beam, finished by the driver.
+
+Workers write each split's rows into temporary Arrow IPC stream files; the driver then
+renames them to `SPLIT/data-{i:05d}-of-{n:05d}.arrow` and writes `state.json`,
+`dataset_info.json` and `dataset_dict.json`, so `datasets.load_from_disk` opens the
+folder.  Placement is a pure function of the rows: a row's bucket is a hash of its id,
+a bucket's rows are sorted by id, and a bucket holds about `max_rows` rows (more go
+into a second file), so the same rows give byte-identical files on any runner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+WRITER_BATCH_ROWS = 100  # record batches of image rows, as `datasets` writes them
+TMP = "_tmp"
+
+
+def stable_bucket(key: str, buckets: int) -> int:
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % buckets
+
+
+def join(*parts: str) -> str:
+    """Path join that works for local paths and filesystem URLs."""
+    return FileSystems.join(*parts) if parts else ""
+
+
+def write_arrow(path: str, rows: list[dict[str, Any]], features) -> int:
+    """Rows (already in `to_row` form) as one Arrow IPC stream file; returns its bytes."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist([features.encode_example(r) for r in rows],
+                                 schema=features.arrow_schema)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=WRITER_BATCH_ROWS):
+            writer.write_batch(batch)
+    data = sink.getvalue().to_pybytes()
+    with FileSystems.create(path) as f:
+        f.write(data)
+    return len(data)
+
+
+class _WriteBucket(beam.DoFn):
+    def __init__(self, tmp_dir: str, record_type, id_field: str, max_rows: int):
+        self.tmp_dir, self.record_type = tmp_dir, record_type
+        self.id_field, self.max_rows = id_field, max_rows
+        self.features = None
+
+    def setup(self) -> None:
+        from schemas.features import hf_features
+
+        self.features = hf_features(self.record_type)
+
+    def process(self, element):
+        (split, bucket), rows = element
+        rows = sorted(rows, key=lambda r: (r[self.id_field], json.dumps(r, sort_keys=True, default=str)))
+        chunks = math.ceil(len(rows) / self.max_rows)
+        for c in range(chunks):
+            chunk = rows[c * self.max_rows:(c + 1) * self.max_rows]
+            name = f"part-{bucket:05d}-{c:03d}.arrow"
+            size = write_arrow(join(self.tmp_dir, split, name), chunk, self.features)
+            yield (("part_rows", split, name), len(chunk))
+            yield (("part_bytes", split, name), size)
+
+
+class WriteShards(beam.PTransform):
+    """Rows -> temporary shard files; outputs (key, number) events describing the parts.
+
+    `split_of(row)` names the split; each split gets ceil(rows / max_rows) buckets.
+    """
+
+    def __init__(self, tmp_dir: str, record_type, id_field: str, max_rows: int, split_field: str | None):
+        super().__init__()
+        self.tmp_dir, self.record_type, self.id_field = tmp_dir, record_type, id_field
+        self.max_rows, self.split_field = max_rows, split_field
+
+    def expand(self, rows):
+        split_field, id_field, max_rows = self.split_field, self.id_field, self.max_rows
+
+        def split_of(row) -> str:
+            return row[split_field] if split_field else "all"
+
+        counts = (rows
+                  | "Rows per split" >> beam.Map(lambda r: (split_of(r), 1))
+                  | "Count" >> beam.CombinePerKey(sum))
+
+        def bucket(row, counts):
+            split = split_of(row)
+            buckets = max(1, math.ceil(counts[split] / max_rows))
+            return (split, stable_bucket(row[id_field], buckets)), row
+
+        return (rows
+                | "Bucket by id hash" >> beam.Map(bucket, counts=beam.pvalue.AsDict(counts))
+                | "Group buckets" >> beam.GroupByKey()
+                | "Write bucket files" >> beam.ParDo(
+                    _WriteBucket(self.tmp_dir, self.record_type, id_field, max_rows)))
+
+
+# --- the driver's part -------------------------------------------------------------------------
+
+
+def _write_text(path: str, text: str) -> None:
+    with FileSystems.create(path) as f:
+        f.write(text.encode())
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def finalize_split(out_dir: str, tmp_dir: str, parts: dict[str, tuple[int, int]], features,
+                   split: str | None) -> dict[str, Any]:
+    """Rename one split's parts (name -> (rows, bytes)) into the save_to_disk layout.
+
+    Returns the split's numbers: files, rows, bytes.
+    """
+    names = sorted(parts)
+    n = len(names)
+    if not FileSystems.exists(out_dir):
+        FileSystems.mkdirs(out_dir)
+    files = []
+    for i, name in enumerate(names):
+        final = f"data-{i:05d}-of-{n:05d}.arrow"
+        FileSystems.rename([join(tmp_dir, name)], [join(out_dir, final)])
+        files.append(final)
+    rows = sum(parts[k][0] for k in names)
+    size = sum(parts[k][1] for k in names)
+    fingerprint = hashlib.sha256(json.dumps(
+        [split, [(f, parts[k]) for f, k in zip(files, names, strict=True)]]).encode()).hexdigest()[:16]
+    state = {
+        "_data_files": [{"filename": f} for f in files],
+        "_fingerprint": fingerprint,
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": split,
+    }
+    info = {"citation": "", "description": "", "features": features.to_dict(), "homepage": "",
+            "license": ""}
+    _write_text(join(out_dir, "state.json"), _json(state))
+    _write_text(join(out_dir, "dataset_info.json"), _json(info))
+    return {"files": n, "rows": rows, "bytes": size}
+
+
+def parts_by_split(events: dict[tuple, float]) -> dict[str, dict[str, tuple[int, int]]]:
+    """(key, number) events of `WriteShards` -> split -> part name -> (rows, bytes)."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for key, value in events.items():
+        if key[0] in ("part_rows", "part_bytes"):
+            slot = out.setdefault(key[1], {}).setdefault(key[2], [0, 0])
+            slot[0 if key[0] == "part_rows" else 1] = int(value)
+    return {s: {k: (v[0], v[1]) for k, v in parts.items()} for s, parts in out.items()}
+
+
+def remove_tree(path: str) -> None:
+    if FileSystems.exists(path):
+        FileSystems.delete([path])

@@ -1,0 +1,107 @@
+"""Records of the FiFa-Instruct pipeline: manifest rows, rejected rows, samples.
+
+The shard schema (HF `Features`) is derived from `FifaSample` by `schemas.features`, so a
+column is defined once, here.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.features import HF_IMAGE
+
+TASKS = ("det", "cls", "i_toe", "i_age", "i_loc", "r_toe", "r_age", "r_loc",
+         "b_toe", "b_age", "b_loc")
+CATEGORIES = ("face editing", "face swap", "reenactment", "entire synthesis")
+SPLITS = ("train", "test")
+
+
+class PairInput(BaseModel):
+    """One manifest row with its image paths resolved (local path or filesystem URL)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pair_id: str
+    real: str
+    fake: str
+    method: str = ""
+    category: str = ""
+    subject_id: str | None = None
+    source_dataset: str | None = None
+    manifest: str = Field(description="the manifest file the row came from")
+    row: int = Field(description="0-based row number in that manifest")
+
+
+class RejectedRow(BaseModel):
+    """An input that produced no samples, with where and why."""
+
+    pair_id: str
+    stage: str
+    reason: str
+    detail: str
+    real: str | None = None
+    fake: str | None = None
+    method: str | None = None
+    category: str | None = None
+    subject_id: str | None = None
+    manifest: str | None = None
+    row: int | None = None
+
+
+class Turn(BaseModel):
+    """One conversation turn, LLaVA style: {"from": "human"|"gpt", "value": text}."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    from_: str = Field(alias="from")
+    value: str
+
+
+class RleMask(BaseModel):
+    """A binary mask in COCO compressed RLE (decode with `schemas.decode_mask`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    size: list[int] = Field(description="[height, width]")
+    counts: str
+
+
+class TemplateRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    version: str = Field(description="content hash of the template file")
+
+
+class Provenance(BaseModel):
+    manifest: str
+    row: int
+    source_dataset: str | None = None
+    describer: str
+    model: str | None = None
+    prompt_templates: list[TemplateRef]
+    facext_version: str
+    options_hash: str = Field(description="hash of the options that shape the samples")
+
+
+class FifaSample(BaseModel):
+    """One FiFa-Instruct training sample (one row of a shard)."""
+
+    sample_id: str
+    pair_id: str
+    task: str
+    split: str
+    image: bytes = Field(json_schema_extra=HF_IMAGE,
+                         description="PNG of the aligned crop the question is about")
+    is_fake: bool
+    category: str
+    method: str
+    subject_id: str | None = None
+    source_dataset: str | None = None
+    conversations: list[Turn]
+    masks: list[RleMask] = Field(description="one per [SEG] in the answer, in order")
+    region_masks: list[RleMask] = Field(description="region mask R of each grounded concept")
+    concepts: list[str] = Field(description="grounded FICT node ids, in [SEG] order")
+    bbox: list[int] | None = Field(default=None, description="x0, y0, x1, y1 in crop pixels")
+    crop_transform: list[list[float]] = Field(description="2x3, original real pixels -> crop")
+    provenance: Provenance
