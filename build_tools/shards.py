@@ -122,15 +122,19 @@ def finalize_split(out_dir: str, tmp_dir: str, parts: dict[str, tuple[int, int]]
 
     Returns the split's numbers: files, rows, bytes.
     """
-    names = sorted(parts)
-    n = len(names)
     if not FileSystems.exists(out_dir):
         FileSystems.mkdirs(out_dir)
-    files = []
-    for i, name in enumerate(names):
-        final = f"data-{i:05d}-of-{n:05d}.arrow"
+    names = sorted(parts)
+    n = len(names)
+    files = [f"data-{i:05d}-of-{n:05d}.arrow" for i in range(n)]
+    for name, final in zip(names, files, strict=True):
         FileSystems.rename([join(tmp_dir, name)], [join(out_dir, final)])
-        files.append(final)
+    if not names:
+        # `datasets` cannot load a split without files, so an empty split gets one file
+        # holding the schema and no rows.
+        files = ["data-00000-of-00001.arrow"]
+        size = write_arrow(join(out_dir, files[0]), [], features)
+        names, parts = ["(empty)"], {"(empty)": (0, size)}
     rows = sum(parts[k][0] for k in names)
     size = sum(parts[k][1] for k in names)
     fingerprint = hashlib.sha256(json.dumps(
@@ -148,7 +152,7 @@ def finalize_split(out_dir: str, tmp_dir: str, parts: dict[str, tuple[int, int]]
             "license": ""}
     _write_text(join(out_dir, "state.json"), _json(state))
     _write_text(join(out_dir, "dataset_info.json"), _json(info))
-    return {"files": n, "rows": rows, "bytes": size}
+    return {"files": len(files), "rows": rows, "bytes": size}
 
 
 def parts_by_split(events: dict[tuple, float]) -> dict[str, dict[str, tuple[int, int]]]:
