@@ -68,6 +68,14 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from build_tools.validate import summary, validate
+
+    result = validate(args.output)
+    print(summary(result, args.output))
+    return 0 if result.ok else 1
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from build_tools.bench import run_from_args
 
@@ -106,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample_arguments(sample)
     sample.set_defaults(func=_cmd_sample_data)
+
+    check = sub.add_parser("validate", help="check a FiFa-Instruct output folder and summarise it")
+    check.add_argument("output", help="the pipeline's --output folder")
+    check.set_defaults(func=_cmd_validate)
 
     bench = sub.add_parser("bench", help="measure speed")
     from build_tools.bench import add_arguments as bench_arguments

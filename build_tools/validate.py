@@ -1,0 +1,216 @@
+"""`facext validate OUTPUT`: check a FiFa-Instruct output folder and summarise it.
+
+Checks the schema against `schemas.FifaSample`, every sample's internal consistency
+(one decodable mask per `[SEG]`, grounded phrases naming their concepts in order,
+boxes inside the image, the question's placeholders), that splits are disjoint by
+identity, shard sizes, the rejected table, and that the run report adds up and matches
+the rows on disk.  Returns the problems found (empty when the output is valid).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schemas.fifa import SPLITS, TASKS, FifaSample, RejectedRow
+
+GROUNDED = re.compile(r"<p>\s*(.*?)\s*</p>\s*\[SEG\]")
+MAX_PROBLEMS_SHOWN = 20
+
+
+@dataclass
+class Validation:
+    problems: list[str] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    rows: dict[str, int] = field(default_factory=dict)
+    rejected: Counter = field(default_factory=Counter)
+
+    def fail(self, message: str) -> None:
+        self.problems.append(message)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _check_sample(row: dict, split: str, tree, out: Validation, image_size) -> None:
+    from schemas.masks import decode_mask
+
+    sid = row["sample_id"]
+    where = f"{split}/{sid} ({row['task']})"
+    task = row["task"]
+    if task not in TASKS:
+        out.fail(f"{where}: unknown task")
+        return
+    if row["split"] != split:
+        out.fail(f"{where}: split column says {row['split']!r}")
+    conv = row["conversations"]
+    if len(conv) < 2 or conv[0]["from"] != "human" or conv[1]["from"] != "gpt":
+        out.fail(f"{where}: conversation is not human then gpt")
+        return
+    question, answer = conv[0]["value"], conv[1]["value"]
+    if not question.startswith("<image>"):
+        out.fail(f"{where}: human turn does not start with <image>")
+    if task.startswith("b_") != ("<bbox>" in question):
+        out.fail(f"{where}: <bbox> in the question does not match the task")
+    if task.startswith("b_") != (row["bbox"] is not None):
+        out.fail(f"{where}: bbox column does not match the task")
+    w, h = image_size
+    if row["bbox"] is not None:
+        x0, y0, x1, y1 = row["bbox"]
+        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+            out.fail(f"{where}: bbox {row['bbox']} outside the {w}x{h} image")
+    if answer.count("[SEG]") != len(row["masks"]):
+        out.fail(f"{where}: {answer.count('[SEG]')} [SEG] but {len(row['masks'])} masks")
+    if len(row["region_masks"]) != len(row["concepts"]):
+        out.fail(f"{where}: {len(row['concepts'])} concepts but {len(row['region_masks'])} region masks")
+    if answer.count("<p>") != answer.count("</p>"):
+        out.fail(f"{where}: unbalanced <p> </p>")
+    for mask in row["masks"] + row["region_masks"]:
+        try:
+            decoded = decode_mask(mask)
+        except ValueError as exc:
+            out.fail(f"{where}: mask does not decode: {exc}")
+            continue
+        if decoded.shape != (h, w):
+            out.fail(f"{where}: mask is {decoded.shape[1]}x{decoded.shape[0]}, image {w}x{h}")
+    unknown = [c for c in row["concepts"] if c not in tree.by_id]
+    if unknown:
+        out.fail(f"{where}: unknown concepts {unknown}")
+    elif task.endswith("_age"):
+        named = GROUNDED.findall(answer)
+        expected = [tree[c].name for c in row["concepts"]]
+        if named and named != expected:
+            out.fail(f"{where}: grounded phrases {named} are not the concepts {expected}")
+    if len(row["crop_transform"]) != 2 or any(len(r) != 3 for r in row["crop_transform"]):
+        out.fail(f"{where}: crop_transform is not 2x3")
+
+
+def validate(output: str | Path) -> Validation:
+    import datasets
+    import pyarrow as pa
+
+    from fict.tree import load_tree
+    from schemas.features import hf_features
+
+    out = Validation()
+    root = Path(output)
+    tree = load_tree()
+    try:
+        dd = datasets.load_from_disk(str(root))
+    except Exception as exc:  # noqa: BLE001 - report any load failure as a problem
+        out.fail(f"datasets.load_from_disk({root}) failed: {exc}")
+        return out
+    expected = hf_features(FifaSample)
+    identities: dict[str, set[str]] = {s: set() for s in SPLITS}
+    pair_split: dict[str, str] = {}
+    seen_ids: set[str] = set()
+    for split in SPLITS:
+        if split not in dd:
+            out.fail(f"split {split!r} missing")
+            continue
+        ds = dd[split]
+        if ds.features.to_dict() != expected.to_dict():
+            out.fail(f"{split}: features differ from schemas.FifaSample")
+            continue
+        out.rows[split] = ds.num_rows
+        raw = ds.cast_column("image", datasets.Image(decode=False))
+        for row in raw:
+            if row["sample_id"] in seen_ids:
+                out.fail(f"{split}/{row['sample_id']}: duplicate sample_id")
+            seen_ids.add(row["sample_id"])
+            image_size = _png_size(row["image"]["bytes"])
+            if image_size is None:
+                out.fail(f"{split}/{row['sample_id']}: image is not a PNG")
+                continue
+            _check_sample(row, split, tree, out, image_size)
+            out.counts[(row["task"], split)] += 1
+            identities[split].add(row["subject_id"] or row["pair_id"])
+            if pair_split.setdefault(row["pair_id"], split) != split:
+                out.fail(f"pair {row['pair_id']} has samples in both splits")
+        _check_shard_sizes(root / split, out)
+    both = identities["train"] & identities["test"]
+    if both:
+        out.fail(f"{len(both)} identities in both train and test, e.g. {sorted(both)[:3]}")
+
+    try:
+        rejected = datasets.load_from_disk(str(root / "rejected"))
+        missing = {"pair_id", "stage", "reason", "detail"} - set(rejected.column_names)
+        if missing:
+            out.fail(f"rejected table lacks columns {sorted(missing)}")
+        if rejected.features.to_dict() != hf_features(RejectedRow).to_dict():
+            out.fail("rejected: features differ from schemas.RejectedRow")
+        out.rejected = Counter(zip(rejected["stage"], rejected["reason"], strict=True))
+    except Exception as exc:  # noqa: BLE001
+        out.fail(f"rejected table does not load: {exc}")
+
+    _check_report(root, out, pair_split, pa)
+    return out
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if not data or data[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _check_shard_sizes(folder: Path, out: Validation) -> None:
+    import pyarrow as pa
+
+    report = _load_report(folder.parent)
+    limit = (report or {}).get("options", {}).get("max_rows_per_shard")
+    for path in sorted(folder.glob("data-*.arrow")):
+        with pa.memory_map(str(path)) as source:
+            rows = pa.ipc.open_stream(source).read_all().num_rows
+        if limit and rows > limit:
+            out.fail(f"{path.name}: {rows} rows, more than --max_rows_per_shard {limit}")
+
+
+def _load_report(root: Path) -> dict | None:
+    path = root / "run_report.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _check_report(root: Path, out: Validation, pair_split: dict[str, str], pa) -> None:
+    report = _load_report(root)
+    if report is None:
+        out.fail("run_report.json missing")
+        return
+    if report["inputs"] != report["pairs_written"] + report["pairs_rejected"]:
+        out.fail(f"report: inputs {report['inputs']} != written {report['pairs_written']} + "
+                 f"rejected {report['pairs_rejected']}")
+    if report["pairs_written"] != len(pair_split):
+        out.fail(f"report: {report['pairs_written']} pairs written, {len(pair_split)} pairs in the shards")
+    if report["pairs_rejected"] != sum(out.rejected.values()):
+        out.fail(f"report: {report['pairs_rejected']} rejected, {sum(out.rejected.values())} in the table")
+    for split, n in out.rows.items():
+        if report["samples"]["by_split"].get(split) != n:
+            out.fail(f"report: {split} has {report['samples']['by_split'].get(split)} samples, disk {n}")
+    for (task, split), n in out.counts.items():
+        if report["samples"]["by_task_and_split"].get(task, {}).get(split) != n:
+            out.fail(f"report: {task}/{split} count differs from disk ({n})")
+    stage_total = sum(s["rejected"] for s in report["stages"])
+    if stage_total != report["pairs_rejected"]:
+        out.fail(f"report: stage rejections add to {stage_total}, not {report['pairs_rejected']}")
+
+
+def summary(result: Validation, output: str | Path) -> str:
+    lines = [f"{output}: {'valid' if result.ok else f'{len(result.problems)} problem(s)'}"]
+    for split, n in result.rows.items():
+        lines.append(f"  {split}: {n} samples")
+    tasks = Counter()
+    for (task, _), n in result.counts.items():
+        tasks[task] += n
+    lines.append("  tasks: " + ", ".join(f"{t} {tasks.get(t, 0)}" for t in TASKS))
+    reasons = Counter()
+    for (_, reason), n in result.rejected.items():
+        reasons[reason] += n
+    lines.append("  rejected: " + (", ".join(f"{r} {n}" for r, n in sorted(reasons.items())) or "none"))
+    for problem in result.problems[:MAX_PROBLEMS_SHOWN]:
+        lines.append(f"  ! {problem}")
+    if len(result.problems) > MAX_PROBLEMS_SHOWN:
+        lines.append(f"  ... and {len(result.problems) - MAX_PROBLEMS_SHOWN} more")
+    return "\n".join(lines)
