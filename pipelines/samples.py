@@ -123,12 +123,13 @@ class SampleMaker:
         def add(task: str, variant: str, question: str, answer: str, *, fake: bool = True,
                 seg: list[np.ndarray] = (), concepts: list[str] = (), bbox: list[int] | None = None,
                 sid: str | None = None) -> None:
+            negative = variant == "neg"
             sid = sid or sample_id(pair.pair_id, task, variant)
             if answer.count("[SEG]") != len(seg):
                 raise AssertionError(f"{task}: {answer.count('[SEG]')} [SEG] but {len(seg)} masks")
             samples.append(FifaSample(
                 sample_id=sid, pair_id=pair.pair_id, task=task, split=split,
-                image=item.fake_png if fake else item.real_png, is_fake=fake,
+                image=item.fake_png if fake else item.real_png, is_fake=fake, negative=negative,
                 category=pair.category, method=pair.method, subject_id=pair.subject_id,
                 source_dataset=pair.source_dataset,
                 conversations=[Turn(from_="human", value=question), Turn(from_="gpt", value=answer)],

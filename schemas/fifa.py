@@ -94,6 +94,8 @@ class FifaSample(BaseModel):
     image: bytes = Field(json_schema_extra=HF_IMAGE,
                          description="PNG of the aligned crop the question is about")
     is_fake: bool
+    negative: bool = Field(default=False, description="the region or box asked about holds no "
+                           "artifact, and the answer says so")
     category: str
     method: str
     subject_id: str | None = None
