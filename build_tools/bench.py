@@ -1,9 +1,11 @@
-"""`facext bench analysis`: time every analysis stage on generated pairs.
+"""`facext bench analysis|pipeline`: speed on generated pairs, written as JSON.
 
-Runs on one core (CPU affinity and OpenCV threads pinned), so pairs/s is per core, and
-compares the whole to the floor no implementation can go under: decoding both images
-plus the three model inferences (detection, mesh, segmentation), measured in the same
-run.
+`analysis` times every analysis stage; `pipeline` runs the whole FiFa-Instruct Beam
+pipeline (FnApiRunner in this process) and reports its pairs/s and peak memory.  Both
+run on one core (CPU affinity and OpenCV threads pinned) unless --all-cores, so pairs/s
+is per core, and compare against the floor no implementation can go under: decoding
+both images plus the three model inferences (detection, mesh, segmentation), measured
+in the same run.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ FLOOR_STAGES = ("decode", "detect", "mesh", "segmentation")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=["analysis"], help="what to measure")
+    parser.add_argument("target", choices=["analysis", "pipeline"], help="what to measure")
     parser.add_argument("--n", type=int, default=20, help="generated pairs to time (default 20)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="pipeline: DirectRunner multi-process workers (default: in-process "
+                             "FnApiRunner)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pairs", help="existing sample-data folder to use instead of generating")
-    parser.add_argument("-o", "--output", default="bench_analysis.json", help="JSON file to write")
+    parser.add_argument("-o", "--output", default=None,
+                        help="JSON file to write (default bench_TARGET.json)")
     parser.add_argument("--all-cores", action="store_true", help="do not pin to one core")
 
 
@@ -85,18 +91,104 @@ def _machine() -> dict:
     }
 
 
+def _peak_rss_mb() -> dict:
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"peak_rss_mb": round(own, 1), "peak_rss_children_mb": round(children, 1)}
+
+
+def _time_pipeline(manifest: Path, workers: int | None) -> tuple[float, dict]:
+    from pipelines.fifa_annotate import run
+
+    with tempfile.TemporaryDirectory() as out:
+        argv = ["--input", str(manifest), "--output", out, "--allow_absolute_paths"]
+        runner = None
+        if workers:
+            argv += ["--runner", "DirectRunner", "--direct_num_workers", str(workers),
+                     "--direct_running_mode", "multi_processing"]
+        else:
+            from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+            runner = FnApiRunner()
+        start = time.perf_counter()
+        result = run(argv, runner=runner)
+        return time.perf_counter() - start, result.report
+
+
+def bench_pipeline(pairs_dir: Path, workers: int | None = None) -> dict:
+    """The whole pipeline over the folder's manifest, against the analysis floor.
+
+    Runs twice, on a quarter of the rows and on all of them, so the cost of one more
+    pair (the slope) is told apart from the fixed cost of starting a run.
+    """
+    floor = bench_analysis(pairs_dir)
+    rows = [json.loads(line) for line in (pairs_dir / "manifest.jsonl").read_text().splitlines() if line]
+    for row in rows:  # absolute paths so the subset manifest can live elsewhere
+        for key in ("real", "fake"):
+            row[key] = str((pairs_dir / row[key]).resolve())
+    with tempfile.TemporaryDirectory() as tmp:
+        subset, full = Path(tmp) / "quarter.jsonl", Path(tmp) / "all.jsonl"
+        subset.write_text("".join(json.dumps(r) + "\n" for r in rows[: max(2, len(rows) // 4)]))
+        full.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        wall_small, small = _time_pipeline(subset, workers)
+        wall, report = _time_pipeline(full, workers)
+    written, inputs = report["pairs_written"], report["inputs"]
+    cores = workers or 1
+    extra_pairs = max(written - small["pairs_written"], 1)
+    ms_per_pair = 1000 * (wall - wall_small) * cores / extra_pairs
+    return {
+        "pairs_in": inputs,
+        "pairs_written": written,
+        "samples": report["samples"]["total"],
+        "runner": f"DirectRunner multi_processing x{workers}" if workers else "FnApiRunner (in process)",
+        "wall_s": round(wall, 3),
+        "wall_s_quarter_run": round(wall_small, 3),
+        "fixed_cost_s": round(wall - (ms_per_pair / 1000 / cores) * written, 3),
+        "pairs_per_s_whole_run": round(written / wall, 3),
+        "pairs_per_s_per_core": round(1000 / ms_per_pair, 3),
+        "samples_per_s_whole_run": round(report["samples"]["total"] / wall, 3),
+        "pipeline_ms_per_written_pair_core": round(ms_per_pair, 3),
+        "analysis_ms_per_pair": floor["total_ms_per_pair"],
+        "floor_ms_per_pair": floor["floor_ms_per_pair"],
+        "ratio_to_floor": round(ms_per_pair / floor["floor_ms_per_pair"], 3),
+        "ratio_to_analysis": round(ms_per_pair / floor["total_ms_per_pair"], 3),
+        "analysis": floor,
+        **_peak_rss_mb(),
+    }
+
+
 def run_from_args(args: argparse.Namespace) -> int:
-    if not args.all_cores:
+    if not args.all_cores and not args.workers:
         _pin_to_one_core()
+    measure = bench_pipeline if args.target == "pipeline" else bench_analysis
+    extra = {"workers": args.workers} if args.target == "pipeline" else {}
     if args.pairs:
-        report = bench_analysis(Path(args.pairs))
+        report = measure(Path(args.pairs), **extra)
     else:
         from build_tools.sample_data import make_sample_pairs
 
         with tempfile.TemporaryDirectory() as tmp:
             make_sample_pairs(tmp, n=args.n, seed=args.seed)
-            report = bench_analysis(Path(tmp))
-    report["one_core"] = not args.all_cores
+            report = measure(Path(tmp), **extra)
+    args.output = args.output or f"bench_{args.target}.json"
+    report["one_core"] = not args.all_cores and not args.workers
+    if args.target == "pipeline":
+        report["machine"] = _machine()
+        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"{report['pairs_in']} pairs in, {report['pairs_written']} written, {report['samples']} samples, "
+              f"{report['runner']}: {report['wall_s']:.1f} s")
+        print(f"  {report['pairs_per_s_per_core']:.2f} pairs/s per core at steady state "
+              f"({report['pipeline_ms_per_written_pair_core']:.0f} ms per pair and core; whole run "
+              f"{report['pairs_per_s_whole_run']:.2f} pairs/s with {report['fixed_cost_s']:.1f} s to start)")
+        print(f"  analysis alone {report['analysis_ms_per_pair']:.0f} ms per pair, "
+              f"floor {report['floor_ms_per_pair']:.0f} ms")
+        print(f"  pipeline / floor = {report['ratio_to_floor']:.2f}, pipeline / analysis = "
+              f"{report['ratio_to_analysis']:.2f}; peak RSS {report['peak_rss_mb']:.0f} MB "
+              f"(children {report['peak_rss_children_mb']:.0f} MB)")
+        print(f"wrote {args.output}")
+        return 0
     report["machine"] = _machine()
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
     print(f"{report['pairs']} pairs, {report['pairs_per_s_per_core']:.2f} pairs/s "

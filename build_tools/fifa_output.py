@@ -22,6 +22,8 @@ from build_tools.version import facext_version
 from schemas.fifa import SPLITS, TASKS, FifaSample, RejectedRow
 
 STAGE_ORDER = ("manifest", "read", "face", "artifact", "concepts", "describe", "samples")
+# Rejected rows share a pair id when a manifest repeats one; these fields tell them apart.
+REJECTED_ORDER = ("pair_id", "manifest", "row", "stage", "reason", "detail")
 OWNED = ("train", "test", "rejected", "_tmp", "dataset_dict.json", "run_report.json")
 
 
@@ -58,10 +60,10 @@ class FifaOutput:
         """Add the writing steps to the graph."""
         max_rows = self.settings.max_rows_per_shard
         sample_parts = samples | "Write sample shards" >> WriteShards(
-            join(self.tmp, "samples"), FifaSample, "sample_id", max_rows, "split")
+            join(self.tmp, "samples"), FifaSample, ("sample_id",), max_rows, "split")
         rejected_rows = rejected | "Rejected as rows" >> beam.Map(lambda r: r.model_dump())
         rejected_parts = rejected_rows | "Write rejected table" >> WriteShards(
-            join(self.tmp, "rejected"), RejectedRow, "pair_id", max_rows, None)
+            join(self.tmp, "rejected"), RejectedRow, REJECTED_ORDER, max_rows, None)
         rejected_counts = rejected | "Count rejects" >> beam.Map(lambda r: (("rejected", r.stage, r.reason), 1))
         (
             (*events, sample_parts, rejected_parts, rejected_counts)

@@ -49,9 +49,9 @@ def write_arrow(path: str, rows: list[dict[str, Any]], features) -> int:
 
 
 class _WriteBucket(beam.DoFn):
-    def __init__(self, tmp_dir: str, record_type, id_field: str, max_rows: int):
+    def __init__(self, tmp_dir: str, record_type, sort_fields: tuple[str, ...], max_rows: int):
         self.tmp_dir, self.record_type = tmp_dir, record_type
-        self.id_field, self.max_rows = id_field, max_rows
+        self.sort_fields, self.max_rows = sort_fields, max_rows
         self.features = None
 
     def setup(self) -> None:
@@ -61,7 +61,8 @@ class _WriteBucket(beam.DoFn):
 
     def process(self, element):
         (split, bucket), rows = element
-        rows = sorted(rows, key=lambda r: (r[self.id_field], json.dumps(r, sort_keys=True, default=str)))
+        fields = self.sort_fields
+        rows = sorted(rows, key=lambda r: tuple(_sortable(r[f]) for f in fields))
         chunks = math.ceil(len(rows) / self.max_rows)
         for c in range(chunks):
             chunk = rows[c * self.max_rows:(c + 1) * self.max_rows]
@@ -71,19 +72,26 @@ class _WriteBucket(beam.DoFn):
             yield (("part_bytes", split, name), size)
 
 
+def _sortable(value) -> tuple:
+    return (value is not None, value if value is not None else 0)
+
+
 class WriteShards(beam.PTransform):
     """Rows -> temporary shard files; outputs (key, number) events describing the parts.
 
-    `split_of(row)` names the split; each split gets ceil(rows / max_rows) buckets.
+    A row's split is its `split_field` (one split "all" without one); each split gets
+    ceil(rows / max_rows) buckets by a hash of the row's `sort_fields[0]` (its id), and
+    a bucket's rows are ordered by `sort_fields`, which must tell every two rows apart.
     """
 
-    def __init__(self, tmp_dir: str, record_type, id_field: str, max_rows: int, split_field: str | None):
+    def __init__(self, tmp_dir: str, record_type, sort_fields: tuple[str, ...], max_rows: int,
+                 split_field: str | None):
         super().__init__()
-        self.tmp_dir, self.record_type, self.id_field = tmp_dir, record_type, id_field
+        self.tmp_dir, self.record_type, self.sort_fields = tmp_dir, record_type, sort_fields
         self.max_rows, self.split_field = max_rows, split_field
 
     def expand(self, rows):
-        split_field, id_field, max_rows = self.split_field, self.id_field, self.max_rows
+        split_field, id_field, max_rows = self.split_field, self.sort_fields[0], self.max_rows
 
         def split_of(row) -> str:
             return row[split_field] if split_field else "all"
@@ -101,7 +109,7 @@ class WriteShards(beam.PTransform):
                 | "Bucket by id hash" >> beam.Map(bucket, counts=beam.pvalue.AsDict(counts))
                 | "Group buckets" >> beam.GroupByKey()
                 | "Write bucket files" >> beam.ParDo(
-                    _WriteBucket(self.tmp_dir, self.record_type, id_field, max_rows)))
+                    _WriteBucket(self.tmp_dir, self.record_type, self.sort_fields, max_rows)))
 
 
 # --- the driver's part -------------------------------------------------------------------------

@@ -73,13 +73,22 @@ class PairAnalyzer:
     def __init__(self, config: AnalysisConfig | None = None, tree: ConceptTree | None = None):
         self.config = config or AnalysisConfig()
         self.tree = tree or load_tree()
-        self.faces = FaceAnalyzer(self.config.face)
+        self._faces: FaceAnalyzer | None = None
         # Lookup table atomic label -> is part of the face (cheaper than np.isin per pair).
         self._is_face = np.zeros(len(self.tree.atomic), bool)
         self._is_face[[self.tree.atomic_index[a] for a in self.tree.atomic_descendants("face")]] = True
 
     def close(self) -> None:
-        self.faces.close()
+        if self._faces is not None:
+            self._faces.close()
+            self._faces = None
+
+    @property
+    def faces(self) -> FaceAnalyzer:
+        """The face models, loaded on first use (the later stages never need them)."""
+        if self._faces is None:
+            self._faces = FaceAnalyzer(self.config.face)
+        return self._faces
 
     def __enter__(self) -> Self:
         return self

@@ -259,8 +259,8 @@ class SampleMaker:
 
         step = max(8, min(bw, bh) // 4)
         positions = [(x, y) for y in range(0, h - bh + 1, step) for x in range(0, w - bw + 1, step)]
-        positions.sort(key=lambda p: stable_hash(self.config.seed, pair_id, "b-", *p))
-        for x, y in positions:
+        order = np.random.default_rng(stable_hash(self.config.seed, pair_id, "b-")).permutation(len(positions))
+        for x, y in (positions[i] for i in order):
             if area(art, x, y) == 0 and area(face, x, y) >= 0.5 * bw * bh:
                 return [x, y, x + bw, y + bh]
         return None
