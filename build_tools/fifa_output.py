@@ -17,10 +17,20 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from build_tools.shards import WriteShards, finalize_split, join, parts_by_split, remove_tree
+from build_tools.shards import (
+    WriteShards,
+    estimated_buckets,
+    finalize_split,
+    join,
+    parts_by_split,
+    remove_tree,
+)
 from build_tools.version import facext_version
 from schemas.fifa import SPLITS, TASKS, FifaSample, RejectedRow
 
+# Samples a written pair gives: det x2, cls, 3 image-level, 6 region and 6 box (with
+# their negatives).  Only sizes the shard buckets; the counts are measured.
+SAMPLES_PER_PAIR = 18
 STAGE_ORDER = ("manifest", "read", "face", "artifact", "concepts", "describe", "samples")
 # Rejected rows share a pair id when a manifest repeats one; these fields tell them apart.
 REJECTED_ORDER = ("pair_id", "manifest", "row", "stage", "reason", "detail")
@@ -59,11 +69,16 @@ class FifaOutput:
     def write(self, samples, rejected, events: tuple) -> None:
         """Add the writing steps to the graph."""
         max_rows = self.settings.max_rows_per_shard
+        expected = self.settings.expected_inputs * SAMPLES_PER_PAIR
+        test = self.settings.test_fraction
+        buckets = {"train": estimated_buckets(expected * (1 - test), max_rows),
+                   "test": estimated_buckets(expected * test, max_rows)}
         sample_parts = samples | "Write sample shards" >> WriteShards(
-            join(self.tmp, "samples"), FifaSample, ("sample_id",), max_rows, "split")
+            join(self.tmp, "samples"), FifaSample, ("sample_id",), max_rows, "split", buckets)
         rejected_rows = rejected | "Rejected as rows" >> beam.Map(lambda r: r.model_dump())
         rejected_parts = rejected_rows | "Write rejected table" >> WriteShards(
-            join(self.tmp, "rejected"), RejectedRow, REJECTED_ORDER, max_rows, None)
+            join(self.tmp, "rejected"), RejectedRow, REJECTED_ORDER, max_rows, None,
+            {"all": estimated_buckets(0.1 * self.settings.expected_inputs, max_rows)})
         rejected_counts = rejected | "Count rejects" >> beam.Map(lambda r: (("rejected", r.stage, r.reason), 1))
         (
             (*events, sample_parts, rejected_parts, rejected_counts)

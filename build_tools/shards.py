@@ -3,9 +3,13 @@
 Workers write each split's rows into temporary Arrow IPC stream files; the driver then
 renames them to `SPLIT/data-{i:05d}-of-{n:05d}.arrow` and writes `state.json`,
 `dataset_info.json` and `dataset_dict.json`, so `datasets.load_from_disk` opens the
-folder.  Placement is a pure function of the rows: a row's bucket is a hash of its id,
-a bucket's rows are sorted by id, and a bucket holds about `max_rows` rows (more go
-into a second file), so the same rows give byte-identical files on any runner.
+folder.  Placement is a pure function of the rows and the bucket counts: a row's
+bucket is a hash of its id, a bucket's rows are sorted by id and cut into files of at
+most `max_rows`, so the same rows give byte-identical files on any runner.
+
+The bucket counts come from the driver (an estimate from the manifest's row count),
+not from a count inside the pipeline: the Dask runner computes side inputs wrongly
+behind a reshuffle, and every runner must place rows alike.
 """
 
 from __future__ import annotations
@@ -79,40 +83,39 @@ def _sortable(value) -> tuple:
 class WriteShards(beam.PTransform):
     """Rows -> temporary shard files; outputs (key, number) events describing the parts.
 
-    A row's split is its `split_field` (one split "all" without one); each split gets
-    ceil(rows / max_rows) buckets by a hash of the row's `sort_fields[0]` (its id), and
-    a bucket's rows are ordered by `sort_fields`, which must tell every two rows apart.
+    A row's split is its `split_field` (one split "all" without one); split s has
+    `buckets[s]` buckets (1 if not named), chosen by a hash of the row's
+    `sort_fields[0]` (its id); a bucket's rows are ordered by `sort_fields`, which must
+    tell every two rows apart.
     """
 
     def __init__(self, tmp_dir: str, record_type, sort_fields: tuple[str, ...], max_rows: int,
-                 split_field: str | None):
+                 split_field: str | None, buckets: dict[str, int] | None = None):
         super().__init__()
         self.tmp_dir, self.record_type, self.sort_fields = tmp_dir, record_type, sort_fields
         self.max_rows, self.split_field = max_rows, split_field
+        self.buckets = dict(buckets or {})
 
     def expand(self, rows):
-        split_field, id_field, max_rows = self.split_field, self.sort_fields[0], self.max_rows
+        split_field, id_field, buckets = self.split_field, self.sort_fields[0], self.buckets
 
-        def split_of(row) -> str:
-            return row[split_field] if split_field else "all"
-
-        counts = (rows
-                  | "Rows per split" >> beam.Map(lambda r: (split_of(r), 1))
-                  | "Count" >> beam.CombinePerKey(sum))
-
-        def bucket(row, counts):
-            split = split_of(row)
-            buckets = max(1, math.ceil(counts[split] / max_rows))
-            return (split, stable_bucket(row[id_field], buckets)), row
+        def bucket(row):
+            split = row[split_field] if split_field else "all"
+            return (split, stable_bucket(row[id_field], max(1, buckets.get(split, 1)))), row
 
         return (rows
-                | "Bucket by id hash" >> beam.Map(bucket, counts=beam.pvalue.AsDict(counts))
+                | "Bucket by id hash" >> beam.Map(bucket)
                 | "Group buckets" >> beam.GroupByKey()
                 | "Write bucket files" >> beam.ParDo(
-                    _WriteBucket(self.tmp_dir, self.record_type, self.sort_fields, max_rows)))
+                    _WriteBucket(self.tmp_dir, self.record_type, self.sort_fields, self.max_rows)))
 
 
 # --- the driver's part -------------------------------------------------------------------------
+
+
+def estimated_buckets(expected_rows: float, max_rows: int) -> int:
+    """Buckets for a split expected to hold `expected_rows` rows."""
+    return max(1, math.ceil(expected_rows / max_rows))
 
 
 def _write_text(path: str, text: str) -> None:

@@ -17,9 +17,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from build_tools.fifa_output import FifaOutput
+from pipelines.beam_tags import EVENTS, OK, REJECTED, split_outputs
 from pipelines.fifa_stages import (
-    EVENTS,
-    REJECTED,
     AnalyseArtifacts,
     ConceptsAndEvidence,
     Describe,
@@ -29,6 +28,7 @@ from pipelines.fifa_stages import (
 )
 from pipelines.manifest_io import ReadManifest
 from pipelines.options import expand_config, known_option_names
+from pipelines.runners import run_pipeline
 from pipelines.settings import FifaSettings
 
 
@@ -59,25 +59,28 @@ class FifaOptions(PipelineOptions):
         group.add_argument("--config", default=None, help="YAML file of options; flags override it")
 
 
+def stage(pcoll, label: str, fn, tags=(OK, REJECTED)) -> dict:
+    """One stage: its DoFn, then its outputs by tag."""
+    return split_outputs(pcoll | label >> beam.ParDo(fn), label, tags)
+
+
 def build(p: beam.Pipeline, settings: FifaSettings, output: FifaOutput) -> None:
     """The graph.  Each stage's refusals go to `rejected`, its counts to `events`."""
     analysis = settings.analysis_config()
     manifest = p | "Read manifest" >> ReadManifest(settings.manifests, settings.allow_absolute_paths)
-    loaded = manifest["pairs"] | "Load and validate pair" >> beam.ParDo(LoadPair()).with_outputs(REJECTED, main="ok")
-    located = loaded.ok | "Face geometry" >> beam.ParDo(LocateFace(analysis)).with_outputs(REJECTED, main="ok")
-    artifacts = (located.ok | "Artifact analysis" >> beam.ParDo(AnalyseArtifacts(analysis))
-                 .with_outputs(REJECTED, main="ok"))
-    concepts = (artifacts.ok | "Concepts and evidence" >> beam.ParDo(ConceptsAndEvidence(analysis))
-                .with_outputs(REJECTED, EVENTS, main="ok"))
-    spread = concepts.ok | "Spread over workers" >> beam.Reshuffle()
-    described = spread | "Describe" >> beam.ParDo(Describe(settings.describer)).with_outputs(REJECTED, main="ok")
-    samples = (described.ok | "Make samples" >> beam.ParDo(MakeSamples(settings.sample_config(),
-                                                                       settings.options_hash()))
-               .with_outputs(REJECTED, EVENTS, main="ok"))
-    rejected = ((manifest["rejected"], loaded.rejected, located.rejected, artifacts.rejected,
-                 concepts.rejected, described.rejected, samples.rejected)
+    loaded = stage(manifest["pairs"], "Load and validate pair", LoadPair())
+    located = stage(loaded[OK], "Face geometry", LocateFace(analysis))
+    artifacts = stage(located[OK], "Artifact analysis", AnalyseArtifacts(analysis))
+    concepts = stage(artifacts[OK], "Concepts and evidence", ConceptsAndEvidence(analysis),
+                     (OK, REJECTED, EVENTS))
+    spread = concepts[OK] | "Spread over workers" >> beam.Reshuffle()
+    described = stage(spread, "Describe", Describe(settings.describer))
+    samples = stage(described[OK], "Make samples",
+                    MakeSamples(settings.sample_config(), settings.options_hash()), (OK, REJECTED, EVENTS))
+    rejected = ((manifest["rejected"], loaded[REJECTED], located[REJECTED], artifacts[REJECTED],
+                 concepts[REJECTED], described[REJECTED], samples[REJECTED])
                 | "All rejected" >> beam.Flatten())
-    output.write(samples.ok, rejected, (manifest["events"], concepts.events, samples.events))
+    output.write(samples[OK], rejected, (manifest["events"], concepts[EVENTS], samples[EVENTS]))
 
 
 def run(argv: list[str] | None = None, runner=None) -> FifaOutput:
@@ -87,8 +90,7 @@ def run(argv: list[str] | None = None, runner=None) -> FifaOutput:
     settings = FifaSettings.from_options(options.view_as(FifaOptions))
     output = FifaOutput(settings)
     output.prepare()
-    with beam.Pipeline(runner=runner, options=options) as p:
-        build(p, settings, output)
+    run_pipeline(lambda p: build(p, settings, output), options, runner)
     output.finalize()
     print(output.summary())
     return output

@@ -4,12 +4,14 @@ Each shell holds the library object of its stage (set up once per worker), runs 
 one element, counts what happened (Beam metrics), and sends a pair the stage refuses
 to the `rejected` output as a `RejectedRow`: with its typed reason, or with
 `internal_error` and the exception when the library itself fails, so one bad sample
-never stops a run.  Elements between the shells are `InFlight` records.
+never stops a run.  Elements between the shells are `InFlight` records; outputs are
+`(tag, value)` pairs (see `pipelines.beam_tags`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,13 +19,11 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import TaggedOutput
 
+from pipelines.beam_tags import OK, REJECTED, TAGS, event
 from schemas.analysis import PairRejected, RejectReason, Stage
 from schemas.fifa import PairInput, RejectedRow
 
-REJECTED = "rejected"
-EVENTS = "events"
 NAMESPACE = "facext"
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ def rejected_row(pair: PairInput, stage: str, reason: str, detail: str) -> Rejec
 
 
 class StageFn(beam.DoFn):
-    """A stage over one pair: `step(element)` returns the next element (or yields several)
-    and raises `PairRejected` to refuse the pair."""
+    """A stage over one pair: `step(element)` returns the next element, or yields several
+    (and `event(...)` counts), and raises `PairRejected` to refuse the pair."""
 
     stage: Stage
 
@@ -75,17 +75,21 @@ class StageFn(beam.DoFn):
             results = list(out) if _is_generator(out) else [out]
         except PairRejected as exc:
             self.refused.inc()
-            yield TaggedOutput(REJECTED, rejected_row(pair, self.stage.value, exc.reason.value, exc.detail))
+            yield REJECTED, rejected_row(pair, self.stage.value, exc.reason.value, exc.detail)
             return
         except Exception as exc:  # noqa: BLE001 - a bug must cost one pair, not the run
             self.failed.inc()
             log.error("%s failed on pair %s:\n%s", self.stage.value, pair.pair_id, traceback.format_exc())
             detail = f"{type(exc).__name__}: {exc}"
-            yield TaggedOutput(REJECTED, rejected_row(pair, self.stage.value,
-                                                      RejectReason.INTERNAL_ERROR.value, detail))
+            yield REJECTED, rejected_row(pair, self.stage.value, RejectReason.INTERNAL_ERROR.value, detail)
             return
         self.passed.inc()
-        yield from results
+        for result in results:
+            yield result if _is_tagged(result) else (OK, result)
+
+
+def _is_tagged(value) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and value[0] in TAGS
 
 
 def _is_generator(value) -> bool:
@@ -94,8 +98,22 @@ def _is_generator(value) -> bool:
     return isinstance(value, types.GeneratorType)
 
 
+_per_thread = threading.local()
+
+
+def shared_analyzer(config):
+    """One `PairAnalyzer` per thread and config: runners may set a DoFn up many times
+    (Dask: once per partition), and loading the face models takes a second."""
+    from pipelines.analysis import PairAnalyzer
+
+    cache = _per_thread.__dict__.setdefault("analyzers", {})
+    if config not in cache:
+        cache[config] = PairAnalyzer(config)
+    return cache[config]
+
+
 class AnalyzerStage(StageFn):
-    """A stage that needs the face models: one `PairAnalyzer` per DoFn instance."""
+    """A stage that runs the analysis library (face models loaded on first use)."""
 
     def __init__(self, config) -> None:
         super().__init__()
@@ -103,14 +121,7 @@ class AnalyzerStage(StageFn):
         self.analyzer = None
 
     def setup(self) -> None:
-        from pipelines.analysis import PairAnalyzer
-
-        self.analyzer = PairAnalyzer(self.config)
-
-    def teardown(self) -> None:
-        if self.analyzer is not None:
-            self.analyzer.close()
-            self.analyzer = None
+        self.analyzer = shared_analyzer(self.config)
 
 
 class LoadPair(StageFn):
@@ -169,7 +180,7 @@ class ConceptsAndEvidence(AnalyzerStage):
             labels=result.labels, artifact_mask=result.artifact_mask,
         )
         for stage, seconds in item.timings.items():
-            yield TaggedOutput(EVENTS, (("seconds", stage), seconds))
+            yield event(("seconds", stage), seconds)
         yield analysed
 
 
@@ -226,10 +237,10 @@ class MakeSamples(StageFn):
         item, description = element
         samples = self.maker.make(item, description)
         self.made.inc(len(samples))
-        yield TaggedOutput(EVENTS, (("pairs_written",), 1))
+        yield event(("pairs_written",))
         for sample in samples:
-            yield TaggedOutput(EVENTS, (("samples", sample.task, sample.split), 1))
-            yield to_row(sample)
+            yield event(("samples", sample.task, sample.split))
+            yield OK, to_row(sample)
 
 
 # zlib level 3: a 512 px crop encodes in about a third of level 6's time for 4 % more bytes.

@@ -79,6 +79,19 @@ def raw_rows(path: str) -> Iterator[dict[str, Any] | str]:
             yield row if isinstance(row, dict) else f"not a JSON object: {line.strip()[:80]}"
 
 
+def count_rows(path: str) -> int:
+    """Rows of a manifest without parsing them (Parquet: from its metadata)."""
+    if manifest_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        with _open(path) as f:
+            return pq.ParquetFile(io.BytesIO(f.read())).metadata.num_rows
+    with _open(path) as f:
+        if manifest_format(path) == "csv":
+            return sum(1 for _ in csv.reader(io.TextIOWrapper(f, encoding="utf-8", newline=""))) - 1
+        return sum(1 for line in f if line.strip())
+
+
 def resolve(manifest: str, ref: str, allow_absolute: bool) -> str:
     """An image reference of a manifest as a path or URL; ValueError if it escapes."""
     folder = posixpath.dirname(manifest) if "://" in manifest else _local_dir(manifest)

@@ -28,11 +28,12 @@ class FifaSettings:
     seed: int = 0
     allow_absolute_paths: bool = False
     input_pattern: str = ""
+    expected_inputs: int = 0  # manifest rows, counted by the driver to size the shards
 
     @classmethod
     def from_options(cls, options) -> FifaSettings:
         from pipelines.describe import DESCRIBERS
-        from pipelines.manifest import match_manifests
+        from pipelines.manifest import count_rows, match_manifests
 
         if options.describer not in DESCRIBERS:
             raise SystemExit(f"--describer: unknown {options.describer!r}; choose one of {sorted(DESCRIBERS)}")
@@ -58,7 +59,7 @@ class FifaSettings:
             coverage_threshold=options.coverage_threshold,
             max_rows_per_shard=options.max_rows_per_shard, test_fraction=options.test_fraction,
             seed=options.seed, allow_absolute_paths=options.allow_absolute_paths,
-            input_pattern=pattern,
+            input_pattern=pattern, expected_inputs=sum(count_rows(m) for m in manifests),
         )
         try:
             settings.analysis_config()
@@ -80,7 +81,8 @@ class FifaSettings:
     def shaping(self) -> dict:
         """The settings that change what the samples hold (not where they go)."""
         shaping = asdict(self)
-        for key in ("manifests", "output", "max_rows_per_shard", "allow_absolute_paths", "input_pattern"):
+        for key in ("manifests", "output", "max_rows_per_shard", "allow_absolute_paths", "input_pattern",
+                    "expected_inputs"):
             shaping.pop(key)
         return shaping
 
