@@ -86,7 +86,7 @@ def build(p: beam.Pipeline, settings: FifaSettings, output: FifaOutput) -> None:
 def run(argv: list[str] | None = None, runner=None) -> FifaOutput:
     """Run the pipeline (Beam's options and ours from argv); `runner` overrides --runner."""
     argv = expand_config(list(sys.argv[1:] if argv is None else argv), known_option_names(FifaOptions))
-    options = PipelineOptions(argv)
+    options = FifaOptions(argv)  # parsed by FifaOptions' parser, so --help lists our options
     settings = FifaSettings.from_options(options.view_as(FifaOptions))
     output = FifaOutput(settings)
     output.prepare()
