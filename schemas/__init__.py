@@ -1,4 +1,4 @@
-"""Pydantic models of every record that crosses a stage boundary."""
+"""Pydantic models of every record that crosses a stage boundary, and the mask codec."""
 
 from schemas.analysis import (
     ConceptCoverage,
@@ -8,5 +8,7 @@ from schemas.analysis import (
     RejectReason,
     Stage,
 )
+from schemas.masks import decode_mask, encode_mask
 
-__all__ = ["ConceptCoverage", "ConceptEvidence", "PairAnalysis", "PairRejected", "RejectReason", "Stage"]
+__all__ = ["ConceptCoverage", "ConceptEvidence", "PairAnalysis", "PairRejected", "RejectReason", "Stage",
+           "decode_mask", "encode_mask"]
