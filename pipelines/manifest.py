@@ -48,7 +48,29 @@ def match_manifests(pattern: str) -> list[str]:
 def _open(path: str):
     from apache_beam.io.filesystems import FileSystems
 
-    return FileSystems.open(path)  # compression (.gz) detected from the name
+    f = FileSystems.open(path)  # compression (.gz) detected from the name
+    # Beam's CompressedFile is not an io object (no iteration, no TextIOWrapper); wrap it.
+    return f if isinstance(f, io.IOBase) else io.BufferedReader(_RawReader(f))
+
+
+class _RawReader(io.RawIOBase):
+    """A file-like object with read(n) as a raw binary stream."""
+
+    def __init__(self, f) -> None:
+        self._f = f
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._f.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+        super().close()
 
 
 def raw_rows(path: str) -> Iterator[dict[str, Any] | str]:

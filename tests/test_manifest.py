@@ -51,8 +51,15 @@ def _jsonl_gz(path: Path, rows) -> Path:
     return path
 
 
+def _csv_gz(path: Path, rows) -> Path:
+    plain = _csv(path.with_suffix(".plain"), rows)
+    path.write_bytes(gzip.compress(plain.read_bytes()))
+    plain.unlink()
+    return path
+
+
 WRITERS = {"manifest.jsonl": _jsonl, "manifest.csv": _csv, "manifest.parquet": _parquet,
-           "manifest.jsonl.gz": _jsonl_gz}
+           "manifest.jsonl.gz": _jsonl_gz, "manifest.csv.gz": _csv_gz}
 
 
 def _without_manifest(records):
@@ -77,9 +84,9 @@ def test_formats_parse_to_identical_pairs(all_formats, tmp_path):
     assert [r.row for r in reference] == [0, 1, 2]
 
 
-def test_gzipped_file_is_really_compressed(all_formats):
-    raw = all_formats["manifest.jsonl.gz"].read_bytes()
-    assert raw[:2] == b"\x1f\x8b"  # so the identical parse above went through decompression
+@pytest.mark.parametrize("name", ["manifest.jsonl.gz", "manifest.csv.gz"])
+def test_gzipped_files_are_really_compressed(all_formats, name):
+    assert all_formats[name].read_bytes()[:2] == b"\x1f\x8b"  # the parse above decompressed them
 
 
 @pytest.mark.parametrize("name", list(WRITERS))
@@ -149,7 +156,7 @@ def test_escaping_paths_allowed_with_allow_absolute(tmp_path, ref):
     manifest = str(tmp_path / "sub" / "m.jsonl")
     out = parse_row(manifest, 0, {"real": ref, "fake": "f.png"}, allow_absolute=True)
     assert isinstance(out, PairInput)
-    if ref.startswith("../") or ref.startswith("pairs/"):
+    if ref.startswith(("../", "pairs/")):
         assert out.real == os.path.normpath(os.path.join(str(tmp_path / "sub"), ref))
         assert out.real.startswith(str(tmp_path))
     else:

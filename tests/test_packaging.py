@@ -1,0 +1,104 @@
+"""The sdist that Beam builds for `--setup_file` is what Dataflow workers install.
+
+The sdist is built by Beam 2.72's own stager (`Stager.create_job_resources`, which calls
+`Stager._build_setup_package`), from a copy of the source tree so the checkout is left
+alone.  The stager first tries `python -m build --no-isolation --sdist` and, for a
+setup.py, falls back to `python setup.py sdist`; both work offline.  The tarball must hold
+every module of the six packages, their data files and the files pip needs to build it
+again on a worker; installed with pip, the data files must land next to the code.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("fict", "schemas", "pipelines", "build_tools", "training", "prompts")
+DATA_FILES = ("fict/data/fict.yaml", "fict/data/canonical_face.json", "prompts/data/fifa_instructions.yaml")
+# pip on a worker builds the sdist again: it needs the build config and the readme it names.
+BUILD_FILES = ("pyproject.toml", "setup.py", "README.md")
+# Top-level folders of a checkout that are not part of the source (outputs, caches, venvs).
+NOT_SOURCE = {".git", "out", "build", "dist", ".venv", "venv", ".pytest_cache", ".ruff_cache", "sample_pairs"}
+
+
+def _ignore(folder: str, names: list[str]) -> set[str]:
+    top = Path(folder) == ROOT
+    return {n for n in names
+            if n == "__pycache__" or n.endswith((".egg-info", ".pyc")) or (top and n in NOT_SOURCE)}
+
+
+def _staged(resources) -> dict[str, str]:
+    """Staged name -> local file of the stager's artifacts."""
+    from apache_beam.portability.api import beam_runner_api_pb2 as pb
+
+    out = {}
+    for r in resources:
+        role = pb.ArtifactStagingToRolePayload.FromString(r.role_payload)
+        out[role.staged_name] = pb.ArtifactFilePayload.FromString(r.type_payload).path
+    return out
+
+
+@pytest.fixture(scope="module")
+def sdist(tmp_path_factory) -> Path:
+    """The workflow tarball Beam's stager stages for `--setup_file setup.py`."""
+    import shutil
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.stager import WORKFLOW_TARBALL_FILE, Stager
+
+    src = tmp_path_factory.mktemp("src") / "facext"
+    shutil.copytree(ROOT, src, ignore=_ignore)
+    staging = tmp_path_factory.mktemp("staging")
+    options = PipelineOptions(["--setup_file", str(src / "setup.py"), "--requirements_cache", "skip"])
+    resources = Stager.create_job_resources(options, str(staging), log_submission_env_dependencies=False)
+    staged = _staged(resources)
+    assert WORKFLOW_TARBALL_FILE in staged, staged
+    return Path(staged[WORKFLOW_TARBALL_FILE])
+
+
+def _members(tarball: Path) -> set[str]:
+    with tarfile.open(tarball) as tar:
+        names = tar.getnames()
+    return {n.split("/", 1)[1] for n in names if "/" in n}  # below facext-<version>/
+
+
+def test_sdist_holds_code_data_and_build_files(sdist):
+    assert sdist.name.startswith("facext-") and sdist.name.endswith(".tar.gz")
+    members = _members(sdist)
+    modules = {p.relative_to(ROOT).as_posix() for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
+               if "__pycache__" not in p.parts}
+    assert {f"{pkg}/__init__.py" for pkg in PACKAGES} <= modules
+    missing = sorted((modules | set(DATA_FILES) | set(BUILD_FILES)) - members)
+    assert not missing, f"not in the sdist: {missing}"
+
+
+def test_sdist_installs_with_its_data(sdist, tmp_path):
+    target = tmp_path / "site"
+    # --no-build-isolation: offline, with this venv's setuptools (and wheel, which
+    # setuptools < 70.1 needs to build the wheel pip installs).
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--disable-pip-version-check", "--target", str(target), str(sdist)],
+        check=False, capture_output=True, text=True)
+    assert done.returncode == 0, (done.stdout + done.stderr
+                                  + "\n(setuptools < 70.1 needs the `wheel` package for this)")
+    for pkg in PACKAGES:
+        assert (target / pkg / "__init__.py").is_file(), pkg
+    for path in DATA_FILES:
+        assert (target / path).is_file(), path
+    # The installed copy (not the checkout) imports and reads its data through importlib.resources.
+    code = (f"import sys; sys.path.insert(0, {str(target)!r})\n"
+            "import fict, prompts\n"
+            f"assert fict.__file__.startswith({str(target)!r}), fict.__file__\n"
+            "from fict import load_tree\n"
+            "from fict.canonical import canonical_points\n"
+            "from prompts.instructions import load_library\n"
+            "load_tree(); canonical_points(); load_library('fifa')\n")
+    check = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                           cwd=tmp_path)
+    assert check.returncode == 0, check.stdout + check.stderr
