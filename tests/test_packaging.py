@@ -67,6 +67,13 @@ def _members(tarball: Path) -> set[str]:
     return {n.split("/", 1)[1] for n in names if "/" in n}  # below facext-<version>/
 
 
+def test_packages_match_pyproject():
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert sorted(config["packages"]) == sorted(PACKAGES)
+
+
 def test_sdist_holds_code_data_and_build_files(sdist):
     assert sdist.name.startswith("facext-") and sdist.name.endswith(".tar.gz")
     members = _members(sdist)
