@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 
+import cv2
 import numpy as np
 
 from fict.tree import ConceptTree
@@ -251,8 +252,9 @@ class SampleMaker:
         bw, bh = box[2] - box[0], box[3] - box[1]
         if bw >= w or bh >= h:
             return None
-        art = np.pad(masks.item.artifact_mask, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-        face = np.pad(masks.face, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+        # Summed-area tables: any box's pixel count in four lookups.
+        art = cv2.integral(masks.item.artifact_mask.astype(np.uint8))
+        face = cv2.integral(masks.face.astype(np.uint8))
 
         def area(table: np.ndarray, x: int, y: int) -> int:
             return int(table[y + bh, x + bw] - table[y, x + bw] - table[y + bh, x] + table[y, x])
