@@ -46,8 +46,7 @@ import numpy as np
 from build_tools.face_photos import PHOTOS
 from fict.regions import FACE_OVAL, label_map
 from fict.tree import ConceptTree, load_tree
-from pipelines.faces import (FaceAnalyzer, FaceGeometry, FaceRejected, apply_affine,
-                             similarity_transform)
+from pipelines.faces import FaceAnalyzer, FaceGeometry, FaceRejected, apply_affine, similarity_transform
 from schemas.analysis import RejectReason
 
 CANVASES = ((512, 512), (640, 480), (480, 640), (600, 600))  # (w, h)

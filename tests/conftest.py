@@ -9,8 +9,8 @@ import pytest
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-from build_tools.face_photos import PHOTOS  # noqa: E402
-from fict import load_tree  # noqa: E402
+from build_tools.face_photos import PHOTOS
+from fict import load_tree
 
 
 @pytest.fixture(scope="session")

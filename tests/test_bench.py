@@ -2,8 +2,8 @@
 
 import json
 
-from build_tools.cli import main
 from build_tools.bench import FLOOR_STAGES
+from build_tools.cli import main
 from pipelines.analysis import STAGES
 
 

@@ -10,8 +10,15 @@ import cv2
 import numpy as np
 import pytest
 
-from build_tools.sample_data import (BAD_PAIRS, GT_MIN_DIFF, METHODS, add_arguments,
-                                     make_sample_pairs, mirror_concept, run_from_args)
+from build_tools.sample_data import (
+    BAD_PAIRS,
+    GT_MIN_DIFF,
+    METHODS,
+    add_arguments,
+    make_sample_pairs,
+    mirror_concept,
+    run_from_args,
+)
 from fict.regions import FACE_OVAL, label_map
 from pipelines.faces import FaceAnalyzer, FaceRejected
 from pipelines.images import ImageRejected, read_image
