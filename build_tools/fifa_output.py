@@ -60,10 +60,20 @@ class FifaOutput:
         self.report: dict[str, Any] | None = None
 
     def prepare(self) -> None:
-        """Remove what an earlier run of this pipeline left here (only its own files)."""
-        for name in OWNED:
+        """Remove what an earlier run of this pipeline left here (only its own files).
+
+        Refuses a folder that holds `train/`, `test/` or `rejected/` without an earlier
+        run's report: those were not written by this pipeline and are not ours to delete.
+        """
+        present = [name for name in OWNED if FileSystems.exists(join(self.root, name))]
+        ours = FileSystems.exists(join(self.root, "run_report.json")) or FileSystems.exists(self.tmp)
+        if present and not ours:
+            raise SystemExit(f"--output {self.root} already holds {', '.join(present)} from something other "
+                             f"than fifa_annotate; choose an empty or new folder")
+        for name in present:
             remove_tree(join(self.root, name))
-        FileSystems.mkdirs(self.root) if not FileSystems.exists(self.root) else None
+        if not FileSystems.exists(self.root):
+            FileSystems.mkdirs(self.root)
         self.started = time.perf_counter()
 
     def write(self, samples, rejected, events: tuple) -> None:

@@ -52,6 +52,10 @@ def _check_sample(row: dict, split: str, tree, out: Validation, image_size) -> N
         out.fail(f"{where}: conversation is not human then gpt")
         return
     question, answer = conv[0]["value"], conv[1]["value"]
+    if not row["is_fake"] and task != "det":
+        out.fail(f"{where}: a real image in a {task} sample (only det asks about real images)")
+    if row["negative"] and task[:2] not in ("r_", "b_"):
+        out.fail(f"{where}: only region and box tasks have negatives")
     if not question.startswith("<image>"):
         out.fail(f"{where}: human turn does not start with <image>")
     if task.startswith("b_") != ("<bbox>" in question):

@@ -237,3 +237,12 @@ def test_rerun_is_byte_identical(manifest, output, tmp_path):
     first, second = _shard_bytes(output), _shard_bytes(again)
     assert first.keys() == second.keys()
     assert [k for k in first if first[k] != second[k]] == []
+
+
+def test_output_folder_of_something_else_is_refused(manifest, tmp_path):
+    foreign = tmp_path / "data"
+    (foreign / "train").mkdir(parents=True)
+    (foreign / "train" / "keep.txt").write_text("not ours")
+    with pytest.raises(SystemExit, match="choose an empty or new folder"):
+        run_pipeline(manifest, foreign)
+    assert (foreign / "train" / "keep.txt").read_text() == "not ours"
