@@ -56,6 +56,7 @@ class FifaOutput:
         self.settings = settings
         self.root = settings.output
         self.tmp = join(self.root, "_tmp")
+        self.spill_dir = join(self.tmp, "pairs")  # analysed pairs between analysis and describing
         self.started = time.perf_counter()
         self.report: dict[str, Any] | None = None
 

@@ -1,6 +1,9 @@
 """Arrow shards in the `datasets` save format, written by Beam, finished by the driver.
 
-Workers write each split's rows into temporary Arrow IPC stream files; the driver then
+Rows never travel through the shuffle: they are spilled to files (`build_tools.spill`)
+and the shuffle carries only (bucket, sort key, where the row lies), so it moves a few
+bytes per row however large the images are, and a writer holds one shard's rows at a
+time.  Workers write each split's rows into temporary Arrow IPC stream files; the driver then
 renames them to `SPLIT/data-{i:05d}-of-{n:05d}.arrow` and writes `state.json`,
 `dataset_info.json` and `dataset_dict.json`, so `datasets.load_from_disk` opens the
 folder.  Placement is a pure function of the rows and the bucket counts: a row's
@@ -21,6 +24,8 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+
+from build_tools.spill import Spill, SpillReader
 
 WRITER_BATCH_ROWS = 100  # record batches of image rows, as `datasets` writes them
 TMP = "_tmp"
@@ -53,9 +58,11 @@ def write_arrow(path: str, rows: list[dict[str, Any]], features) -> int:
 
 
 class _WriteBucket(beam.DoFn):
-    def __init__(self, tmp_dir: str, record_type, sort_fields: tuple[str, ...], max_rows: int):
-        self.tmp_dir, self.record_type = tmp_dir, record_type
-        self.sort_fields, self.max_rows = sort_fields, max_rows
+    """One bucket's rows, read back from the spill files in sorted order, as shard files of
+    at most `max_rows` rows (one file's rows in memory at a time)."""
+
+    def __init__(self, tmp_dir: str, record_type, max_rows: int):
+        self.tmp_dir, self.record_type, self.max_rows = tmp_dir, record_type, max_rows
         self.features = None
 
     def setup(self) -> None:
@@ -64,16 +71,30 @@ class _WriteBucket(beam.DoFn):
         self.features = hf_features(self.record_type)
 
     def process(self, element):
-        (split, bucket), rows = element
-        fields = self.sort_fields
-        rows = sorted(rows, key=lambda r: tuple(_sortable(r[f]) for f in fields))
-        chunks = math.ceil(len(rows) / self.max_rows)
-        for c in range(chunks):
-            chunk = rows[c * self.max_rows:(c + 1) * self.max_rows]
-            name = f"part-{bucket:05d}-{c:03d}.arrow"
-            size = write_arrow(join(self.tmp_dir, split, name), chunk, self.features)
-            yield (("part_rows", split, name), len(chunk))
-            yield (("part_bytes", split, name), size)
+        (split, bucket), keyed_refs = element
+        refs = [ref for _, ref in sorted(keyed_refs)]
+        reader = SpillReader()
+        try:
+            for c in range(math.ceil(len(refs) / self.max_rows)):
+                chunk = [reader.read(ref) for ref in refs[c * self.max_rows:(c + 1) * self.max_rows]]
+                name = f"part-{bucket:05d}-{c:03d}.arrow"
+                size = write_arrow(join(self.tmp_dir, split, name), chunk, self.features)
+                yield (("part_rows", split, name), len(chunk))
+                yield (("part_bytes", split, name), size)
+        finally:
+            reader.close()
+
+
+class _BucketKey:
+    """(row, ref) -> ((split, bucket), (sort key, ref)): what the shuffle carries per row."""
+
+    def __init__(self, sort_fields: tuple[str, ...], split_field: str | None, buckets: dict[str, int]):
+        self.sort_fields, self.split_field, self.buckets = sort_fields, split_field, buckets
+
+    def __call__(self, row: dict, ref):
+        split = row[self.split_field] if self.split_field else "all"
+        bucket = stable_bucket(row[self.sort_fields[0]], max(1, self.buckets.get(split, 1)))
+        return (split, bucket), (tuple(_sortable(row[f]) for f in self.sort_fields), ref)
 
 
 def _sortable(value) -> tuple:
@@ -97,17 +118,11 @@ class WriteShards(beam.PTransform):
         self.buckets = dict(buckets or {})
 
     def expand(self, rows):
-        split_field, id_field, buckets = self.split_field, self.sort_fields[0], self.buckets
-
-        def bucket(row):
-            split = row[split_field] if split_field else "all"
-            return (split, stable_bucket(row[id_field], max(1, buckets.get(split, 1)))), row
-
+        keyed = _BucketKey(self.sort_fields, self.split_field, self.buckets)
         return (rows
-                | "Bucket by id hash" >> beam.Map(bucket)
+                | "Spill rows, bucket by id hash" >> beam.ParDo(Spill(join(self.tmp_dir, "spill"), keyed))
                 | "Group buckets" >> beam.GroupByKey()
-                | "Write bucket files" >> beam.ParDo(
-                    _WriteBucket(self.tmp_dir, self.record_type, self.sort_fields, self.max_rows)))
+                | "Write bucket files" >> beam.ParDo(_WriteBucket(self.tmp_dir, self.record_type, self.max_rows)))
 
 
 # --- the driver's part -------------------------------------------------------------------------

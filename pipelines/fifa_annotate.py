@@ -17,6 +17,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from build_tools.fifa_output import FifaOutput
+from build_tools.spill import SpilledReshuffle
 from pipelines.beam_tags import EVENTS, OK, REJECTED, split_outputs
 from pipelines.fifa_stages import (
     AnalyseArtifacts,
@@ -73,7 +74,7 @@ def build(p: beam.Pipeline, settings: FifaSettings, output: FifaOutput) -> None:
     artifacts = stage(located[OK], "Artifact analysis", AnalyseArtifacts(analysis))
     concepts = stage(artifacts[OK], "Concepts and evidence", ConceptsAndEvidence(analysis),
                      (OK, REJECTED, EVENTS))
-    spread = concepts[OK] | "Spread over workers" >> beam.Reshuffle()
+    spread = concepts[OK] | "Spread over workers" >> SpilledReshuffle(output.spill_dir)
     described = stage(spread, "Describe", Describe(settings.describer))
     samples = stage(described[OK], "Make samples",
                     MakeSamples(settings.sample_config(), settings.options_hash()), (OK, REJECTED, EVENTS))
