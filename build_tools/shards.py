@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -41,20 +42,60 @@ def join(*parts: str) -> str:
     return FileSystems.join(*parts) if parts else ""
 
 
-def write_arrow(path: str, rows: list[dict[str, Any]], features) -> int:
-    """Rows (already in `to_row` form) as one Arrow IPC stream file; returns its bytes."""
+def write_arrow(path: str, rows: Iterable[dict[str, Any]], features) -> tuple[int, int]:
+    """Rows (in `to_row` form) as one Arrow IPC stream file, written batch by batch so
+    only `WRITER_BATCH_ROWS` rows are encoded at a time; returns (rows, bytes)."""
     import pyarrow as pa
 
-    table = pa.Table.from_pylist([features.encode_example(r) for r in rows],
-                                 schema=features.arrow_schema)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        for batch in table.to_batches(max_chunksize=WRITER_BATCH_ROWS):
-            writer.write_batch(batch)
-    data = sink.getvalue().to_pybytes()
-    with FileSystems.create(path) as f:
-        f.write(data)
-    return len(data)
+    schema = features.arrow_schema
+    sink = _CountingWriter(FileSystems.create(path))
+    count = 0
+    with sink, pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), schema) as writer:
+        for batch in _batches(rows, WRITER_BATCH_ROWS):
+            encoded = [features.encode_example(r) for r in batch]
+            writer.write_batch(pa.RecordBatch.from_pylist(encoded, schema=schema))
+            count += len(batch)
+    return count, sink.written
+
+
+def _batches(rows: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _CountingWriter:
+    """A write-only file that counts its bytes (Beam's GCS writer cannot `tell`)."""
+
+    def __init__(self, f):
+        self.f, self.written, self.closed = f, 0, False
+
+    def write(self, data) -> int:
+        self.f.write(data)
+        self.written += len(data)
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.f.close()
+            self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class _WriteBucket(beam.DoFn):
@@ -76,10 +117,10 @@ class _WriteBucket(beam.DoFn):
         reader = SpillReader()
         try:
             for c in range(math.ceil(len(refs) / self.max_rows)):
-                chunk = [reader.read(ref) for ref in refs[c * self.max_rows:(c + 1) * self.max_rows]]
+                chunk = (reader.read(ref) for ref in refs[c * self.max_rows:(c + 1) * self.max_rows])
                 name = f"part-{bucket:05d}-{c:03d}.arrow"
-                size = write_arrow(join(self.tmp_dir, split, name), chunk, self.features)
-                yield (("part_rows", split, name), len(chunk))
+                rows, size = write_arrow(join(self.tmp_dir, split, name), chunk, self.features)
+                yield (("part_rows", split, name), rows)
                 yield (("part_bytes", split, name), size)
         finally:
             reader.close()
@@ -159,7 +200,7 @@ def finalize_split(out_dir: str, tmp_dir: str, parts: dict[str, tuple[int, int]]
         # `datasets` cannot load a split without files, so an empty split gets one file
         # holding the schema and no rows.
         files = ["data-00000-of-00001.arrow"]
-        size = write_arrow(join(out_dir, files[0]), [], features)
+        _, size = write_arrow(join(out_dir, files[0]), [], features)
         names, parts = ["(empty)"], {"(empty)": (0, size)}
     rows = sum(parts[k][0] for k in names)
     size = sum(parts[k][1] for k in names)
