@@ -133,11 +133,16 @@ def bench_pipeline(pairs_dir: Path, workers: int | None = None) -> dict:
         subset.write_text("".join(json.dumps(r) + "\n" for r in rows[: max(2, len(rows) // 4)]))
         full.write_text("".join(json.dumps(r) + "\n" for r in rows))
         wall_small, small = _time_pipeline(subset, workers)
+        rss_small = _peak_rss_mb()["peak_rss_mb"]
         wall, report = _time_pipeline(full, workers)
     written, inputs = report["pairs_written"], report["inputs"]
     cores = workers or 1
-    extra_pairs = max(written - small["pairs_written"], 1)
-    ms_per_pair = 1000 * (wall - wall_small) * cores / extra_pairs
+    extra_pairs = written - small["pairs_written"]
+    ms_per_pair = 1000 * (wall - wall_small) * cores / max(extra_pairs, 1)
+    # Too few pairs for a slope (noise can make it negative): fall back to the whole run.
+    steady = extra_pairs >= 4 and ms_per_pair > 0
+    if not steady:
+        ms_per_pair = 1000 * wall * cores / max(written, 1)
     return {
         "pairs_in": inputs,
         "pairs_written": written,
@@ -145,6 +150,7 @@ def bench_pipeline(pairs_dir: Path, workers: int | None = None) -> dict:
         "runner": f"DirectRunner multi_processing x{workers}" if workers else "FnApiRunner (in process)",
         "wall_s": round(wall, 3),
         "wall_s_quarter_run": round(wall_small, 3),
+        "steady_state": steady,
         "fixed_cost_s": round(wall - (ms_per_pair / 1000 / cores) * written, 3),
         "pairs_per_s_whole_run": round(written / wall, 3),
         "pairs_per_s_per_core": round(1000 / ms_per_pair, 3),
@@ -155,6 +161,9 @@ def bench_pipeline(pairs_dir: Path, workers: int | None = None) -> dict:
         "ratio_to_floor": round(ms_per_pair / floor["floor_ms_per_pair"], 3),
         "ratio_to_analysis": round(ms_per_pair / floor["total_ms_per_pair"], 3),
         "analysis": floor,
+        # Peak memory after the quarter run and after the whole run: equal when memory
+        # does not grow with the input.
+        "peak_rss_mb_quarter_run": rss_small,
         **_peak_rss_mb(),
     }
 
@@ -179,14 +188,16 @@ def run_from_args(args: argparse.Namespace) -> int:
         Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
         print(f"{report['pairs_in']} pairs in, {report['pairs_written']} written, {report['samples']} samples, "
               f"{report['runner']}: {report['wall_s']:.1f} s")
-        print(f"  {report['pairs_per_s_per_core']:.2f} pairs/s per core at steady state "
+        basis = "at steady state" if report["steady_state"] else "over the whole run (too few pairs for a slope)"
+        print(f"  {report['pairs_per_s_per_core']:.2f} pairs/s per core {basis} "
               f"({report['pipeline_ms_per_written_pair_core']:.0f} ms per pair and core; whole run "
               f"{report['pairs_per_s_whole_run']:.2f} pairs/s with {report['fixed_cost_s']:.1f} s to start)")
         print(f"  analysis alone {report['analysis_ms_per_pair']:.0f} ms per pair, "
               f"floor {report['floor_ms_per_pair']:.0f} ms")
         print(f"  pipeline / floor = {report['ratio_to_floor']:.2f}, pipeline / analysis = "
               f"{report['ratio_to_analysis']:.2f}; peak RSS {report['peak_rss_mb']:.0f} MB "
-              f"(children {report['peak_rss_children_mb']:.0f} MB)")
+              f"({report['peak_rss_mb_quarter_run']:.0f} MB after the quarter run; "
+              f"children {report['peak_rss_children_mb']:.0f} MB)")
         print(f"wrote {args.output}")
         return 0
     report["machine"] = _machine()
