@@ -2,8 +2,9 @@
 
 Rows never travel through the shuffle: they are spilled to files (`build_tools.spill`)
 and the shuffle carries only (bucket, sort key, where the row lies), so it moves a few
-bytes per row however large the images are, and a writer holds one shard's rows at a
-time.  Workers write each split's rows into temporary Arrow IPC stream files; the driver then
+bytes per row however large the images are, and a writer holds one record batch
+(`WRITER_BATCH_ROWS` rows) at a time.  Workers write each split's rows into temporary
+Arrow IPC stream files; the driver then
 renames them to `SPLIT/data-{i:05d}-of-{n:05d}.arrow` and writes `state.json`,
 `dataset_info.json` and `dataset_dict.json`, so `datasets.load_from_disk` opens the
 folder.  Placement is a pure function of the rows and the bucket counts: a row's
@@ -29,7 +30,6 @@ from apache_beam.io.filesystems import FileSystems
 from build_tools.spill import Spill, SpillReader
 
 WRITER_BATCH_ROWS = 100  # record batches of image rows, as `datasets` writes them
-TMP = "_tmp"
 
 
 def stable_bucket(key: str, buckets: int) -> int:
