@@ -138,35 +138,33 @@ class FifaOutput:
                 f" -> {self.root}  [{r['timings']['wall_s']:.1f} s]")
 
 
+def _breakdown(events: dict[tuple, float], kind: str, firsts: tuple[str, ...] = (),
+               seconds: tuple[str, ...] = ()) -> tuple[dict, dict, dict]:
+    """Counts of the (kind, a, b) events by a, by b, and by a then b; the names given
+    appear (with 0) even when no event has them, the others in sorted order."""
+    found = sorted((k[1], k[2], int(v)) for k, v in events.items() if k[0] == kind)
+    by_a, by_b = dict.fromkeys(firsts, 0), dict.fromkeys(seconds, 0)
+    nested = {a: dict.fromkeys(seconds, 0) for a in firsts}
+    for a, b, n in found:
+        by_a[a] = by_a.get(a, 0) + n
+        by_b[b] = by_b.get(b, 0) + n
+        nested.setdefault(a, {})[b] = n
+    return by_a, by_b if seconds else dict(sorted(by_b.items())), nested
+
+
 def build_report(settings, events: dict[tuple, float], shards: dict, wall_s: float) -> dict[str, Any]:
     """The run report; `inputs == pairs_written + pairs_rejected` when nothing was lost."""
     def total(kind: str) -> int:
         return int(sum(v for k, v in events.items() if k[0] == kind))
 
-    by_stage: dict[str, int] = {}
-    by_reason: dict[str, int] = {}
-    by_stage_reason: dict[str, dict[str, int]] = {}
-    for key, value in events.items():
-        if key[0] == "rejected":
-            _, stage, reason = key
-            by_stage[stage] = by_stage.get(stage, 0) + int(value)
-            by_reason[reason] = by_reason.get(reason, 0) + int(value)
-            by_stage_reason.setdefault(stage, {})[reason] = int(value)
+    by_stage, by_reason, by_stage_reason = _breakdown(events, "rejected")
     inputs, written, rejected = total("inputs"), total("pairs_written"), total("rejected")
     stages, remaining = [], inputs
     for stage in STAGE_ORDER:
         dropped = by_stage.get(stage, 0)
         stages.append({"stage": stage, "in": remaining, "rejected": dropped, "out": remaining - dropped})
         remaining -= dropped
-    by_task = {t: 0 for t in TASKS}
-    by_split = {s: 0 for s in SPLITS}
-    by_task_split = {t: {s: 0 for s in SPLITS} for t in TASKS}
-    for key, value in events.items():
-        if key[0] == "samples":
-            _, task, split = key
-            by_task[task] = by_task.get(task, 0) + int(value)
-            by_split[split] = by_split.get(split, 0) + int(value)
-            by_task_split.setdefault(task, {})[split] = int(value)
+    by_task, by_split, by_task_split = _breakdown(events, "samples", TASKS, SPLITS)
     seconds = {k[1]: round(v, 3) for k, v in sorted(events.items()) if k[0] == "seconds"}
     return {
         "pipeline": "fifa_annotate",
@@ -181,7 +179,7 @@ def build_report(settings, events: dict[tuple, float], shards: dict, wall_s: flo
         "pairs_written": written,
         "pairs_rejected": rejected,
         "adds_up": inputs == written + rejected,
-        "rejected": {"by_stage": dict(sorted(by_stage.items())), "by_reason": dict(sorted(by_reason.items())),
+        "rejected": {"by_stage": by_stage, "by_reason": by_reason,
                      "by_stage_and_reason": by_stage_reason},
         "stages": stages,
         "samples": {"total": sum(by_split.values()), "by_task": by_task, "by_split": by_split,

@@ -99,7 +99,7 @@ class PairAnalyzer:
     def analyze_files(self, real_path: str | Path, fake_path: str | Path) -> PairResult:
         timings: dict[str, float] = {}
         try:
-            real, fake = self.read(real_path, fake_path, timings)
+            real, fake = read_pair(real_path, fake_path, timings)
         except ImageRejected as exc:
             return PairResult(rejected(exc.reason, exc.detail), timings)
         return self.analyze(real, fake, timings)
@@ -122,11 +122,8 @@ class PairAnalyzer:
                               located.geometry if located else None)
         return self.concepts(located, art, timings)
 
-    # The stages, one method each, so a pipeline can run (and count) them one by one.
-
-    def read(self, real_path: str | Path, fake_path: str | Path,
-             timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return read_pair(real_path, fake_path, timings)
+    # The stages after reading (`read_pair`), one method each, so a pipeline can run
+    # (and count) them one by one.
 
     def locate(self, real: np.ndarray, fake: np.ndarray,
                timings: dict[str, float] | None = None) -> LocatedPair:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,8 +94,6 @@ def _is_tagged(value) -> bool:
 
 
 def _is_generator(value) -> bool:
-    import types
-
     return isinstance(value, types.GeneratorType)
 
 

@@ -65,11 +65,13 @@ def sample_id(pair_id: str, task: str, variant: str) -> str:
 
 
 class _Masks:
-    """Region and artifact masks of one pair, computed on demand."""
+    """Region and artifact masks of one pair, computed and encoded on demand, once each
+    (many samples of a pair share them)."""
 
     def __init__(self, tree: ConceptTree, item: AnalyzedPair):
         self.tree, self.item = tree, item
         self._region: dict[str, np.ndarray] = {}
+        self._rle: dict[tuple[str, str | None], RleMask] = {}
 
     def region(self, node_id: str) -> np.ndarray:
         if node_id not in self._region:
@@ -80,6 +82,18 @@ class _Masks:
     def artifact(self, node_id: str | None = None) -> np.ndarray:
         mask = self.item.artifact_mask
         return mask if node_id is None else mask & self.region(node_id)
+
+    def region_rle(self, node_id: str) -> RleMask:
+        key = ("region", node_id)
+        if key not in self._rle:
+            self._rle[key] = _rle(self.region(node_id))
+        return self._rle[key]
+
+    def artifact_rle(self, node_id: str | None = None) -> RleMask:
+        key = ("artifact", node_id)
+        if key not in self._rle:
+            self._rle[key] = _rle(self.artifact(node_id))
+        return self._rle[key]
 
     @cached_property
     def face(self) -> np.ndarray:
@@ -122,7 +136,7 @@ class SampleMaker:
         samples: list[FifaSample] = []
 
         def add(task: str, variant: str, question: str, answer: str, *, fake: bool = True,
-                seg: list[np.ndarray] = (), concepts: list[str] = (), bbox: list[int] | None = None,
+                seg: list[RleMask] = (), concepts: list[str] = (), bbox: list[int] | None = None,
                 sid: str | None = None) -> None:
             negative = variant == "neg"
             sid = sid or sample_id(pair.pair_id, task, variant)
@@ -134,8 +148,8 @@ class SampleMaker:
                 category=pair.category, method=pair.method, subject_id=pair.subject_id,
                 source_dataset=pair.source_dataset,
                 conversations=[Turn(from_="human", value=question), Turn(from_="gpt", value=answer)],
-                masks=[_rle(m) for m in seg],
-                region_masks=[_rle(masks.region(c)) for c in concepts],
+                masks=list(seg),
+                region_masks=[masks.region_rle(c) for c in concepts],
                 concepts=list(concepts), bbox=bbox,
                 crop_transform=item.analysis.crop_transform,
                 provenance=self._provenance(pair, description, task),
@@ -168,9 +182,9 @@ class SampleMaker:
                     concepts=grounded, sid=sid)
             elif task == "i_age":
                 add(task, "pos", ask(task, sid), render(text, self.tree, grounded=True),
-                    seg=[masks.artifact(c) for c in grounded], concepts=grounded, sid=sid)
+                    seg=[masks.artifact_rle(c) for c in grounded], concepts=grounded, sid=sid)
             else:
-                add(task, "pos", ask(task, sid), say("loc", sid), seg=[masks.artifact()], sid=sid)
+                add(task, "pos", ask(task, sid), say("loc", sid), seg=[masks.artifact_rle()], sid=sid)
 
         # Region level: a flagged concept, and an untouched one as the honest negative.
         positive = self._pick([c for c in item.flagged if c != self.tree.root.id], pair.pair_id, "r+")
@@ -186,9 +200,9 @@ class SampleMaker:
                     add(task, "pos", question, render(text, self.tree, False), concepts=refs, sid=sid)
                 elif task == "r_age":
                     add(task, "pos", question, render(text, self.tree, True),
-                        seg=[masks.artifact(c) for c in refs], concepts=refs, sid=sid)
+                        seg=[masks.artifact_rle(c) for c in refs], concepts=refs, sid=sid)
                 else:
-                    add(task, "pos", question, say("loc", sid), seg=[masks.artifact(positive)],
+                    add(task, "pos", question, say("loc", sid), seg=[masks.artifact_rle(positive)],
                         concepts=[positive], sid=sid)
             if negative is not None:
                 sid = sample_id(pair.pair_id, task, "neg")
@@ -213,11 +227,11 @@ class SampleMaker:
                         concepts=in_box, bbox=box, sid=sid)
                 elif task == "b_age":
                     add(task, "pos", ask(task, sid), render(text, self.tree, True),
-                        seg=[masks.artifact(c) & inside for c in in_box], concepts=in_box,
+                        seg=[_rle(masks.artifact(c) & inside) for c in in_box], concepts=in_box,
                         bbox=box, sid=sid)
                 else:
                     add(task, "pos", ask(task, sid), say("loc", sid),
-                        seg=[item.artifact_mask & inside], bbox=box, sid=sid)
+                        seg=[_rle(item.artifact_mask & inside)], bbox=box, sid=sid)
             clean = self._clean_box(masks, box, pair.pair_id)
             if clean is not None:
                 for task in ("b_toe", "b_age", "b_loc"):
