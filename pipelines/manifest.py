@@ -86,19 +86,21 @@ def raw_rows(path: str) -> Iterator[dict[str, Any] | str]:
                 yield from batch.to_pylist()
         return
     with _open(path) as f:
-        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
         if fmt == "csv":
-            yield from csv.DictReader(text)
+            # Undecodable bytes become U+FFFD: that row's paths then fail to read and the
+            # pair is rejected with its reason, instead of the whole manifest stopping.
+            yield from csv.DictReader(io.TextIOWrapper(f, encoding="utf-8", errors="replace", newline=""))
             return
-        for line in text:
+        for line in f:  # bytes: a line that is not UTF-8 is one bad row, not a bad file
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as exc:
+            except ValueError as exc:  # JSONDecodeError or UnicodeDecodeError
                 yield f"not JSON: {exc}"
                 continue
-            yield row if isinstance(row, dict) else f"not a JSON object: {line.strip()[:80]}"
+            text = line.decode("utf-8", errors="replace").strip()
+            yield row if isinstance(row, dict) else f"not a JSON object: {text[:80]}"
 
 
 def count_rows(path: str) -> int:

@@ -33,7 +33,7 @@ class FifaSettings:
     @classmethod
     def from_options(cls, options) -> FifaSettings:
         from pipelines.describe import DESCRIBERS
-        from pipelines.manifest import count_rows, match_manifests
+        from pipelines.manifest import match_manifests
 
         if options.describer not in DESCRIBERS:
             raise SystemExit(f"--describer: unknown {options.describer!r}; choose one of {sorted(DESCRIBERS)}")
@@ -59,7 +59,7 @@ class FifaSettings:
             coverage_threshold=options.coverage_threshold,
             max_rows_per_shard=options.max_rows_per_shard, test_fraction=options.test_fraction,
             seed=options.seed, allow_absolute_paths=options.allow_absolute_paths,
-            input_pattern=pattern, expected_inputs=sum(count_rows(m) for m in manifests),
+            input_pattern=pattern, expected_inputs=_count_rows(manifests),
         )
         try:
             settings.analysis_config()
@@ -88,3 +88,17 @@ class FifaSettings:
 
     def options_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.shaping(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _count_rows(manifests: tuple[str, ...]) -> int:
+    """Rows of all manifests; a manifest that cannot be read at all stops the run here,
+    with its name, before any work starts."""
+    from pipelines.manifest import count_rows
+
+    total = 0
+    for manifest in manifests:
+        try:
+            total += count_rows(manifest)
+        except Exception as exc:  # noqa: BLE001 - any reader error means an unusable file
+            raise SystemExit(f"--input: cannot read {manifest}: {type(exc).__name__}: {exc}") from None
+    return total

@@ -223,3 +223,26 @@ def test_default_pair_id_is_a_stable_hash(tmp_path):
     # an empty pair_id counts as absent; a given one is kept
     assert parse_row(manifest, 0, {**row, "pair_id": ""}, False).pair_id == first
     assert parse_row(manifest, 0, {**row, "pair_id": 42}, False).pair_id == "42"
+
+
+def test_a_line_that_is_not_utf8_is_one_bad_row(tmp_path):
+    path = tmp_path / "m.jsonl"
+    bad = b'{"real": "\xff\xfe.png", "fake": "f.png"}\n'
+    path.write_bytes(json.dumps(ROWS[0]).encode() + b"\n" + bad + json.dumps(ROWS[2]).encode() + b"\n")
+    records = list(read_manifest(str(path)))
+    assert [type(r).__name__ for r in records] == ["PairInput", "RejectedRow", "PairInput"]
+    assert records[1].reason == "bad_manifest_row" and records[1].row == 1
+    assert count_rows(str(path)) == 3
+
+
+def test_unreadable_manifest_stops_before_the_run(tmp_path):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.fifa_annotate import FifaOptions
+    from pipelines.settings import FifaSettings
+
+    path = tmp_path / "m.parquet"
+    path.write_bytes(b"not a parquet file at all")
+    options = PipelineOptions(["--input", str(path)]).view_as(FifaOptions)
+    with pytest.raises(SystemExit, match="cannot read"):
+        FifaSettings.from_options(options)
