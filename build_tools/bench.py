@@ -23,7 +23,8 @@ FLOOR_STAGES = ("decode", "detect", "mesh", "segmentation")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=["analysis", "pipeline"], help="what to measure")
+    parser.add_argument("target", choices=["analysis", "pipeline", "llm"],
+                        help="what to measure (llm: client throughput against a local server)")
     parser.add_argument("--n", type=int, default=20, help="generated pairs to time (default 20)")
     parser.add_argument("--workers", type=int, default=None,
                         help="pipeline: DirectRunner multi-process workers (default: in-process "
@@ -169,6 +170,14 @@ def bench_pipeline(pairs_dir: Path, workers: int | None = None) -> dict:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    if args.target == "llm":
+        from build_tools.bench_llm import bench_llm, summary
+
+        report = {**bench_llm(), "machine": _machine()}
+        Path(args.output or "bench_llm.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(summary(report))
+        print(f"wrote {args.output or 'bench_llm.json'}")
+        return 0
     if not args.all_cores and not args.workers:
         _pin_to_one_core()
     measure = bench_pipeline if args.target == "pipeline" else bench_analysis

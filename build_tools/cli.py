@@ -82,6 +82,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    """Prices a run: the pipeline's own options (parsed by its parser) plus --sample/--json."""
+    from build_tools.llm_plan import estimate, estimate_text
+    from pipelines.fifa_annotate import FifaOptions
+    from pipelines.settings import FifaSettings
+
+    options = FifaOptions([*args.pipeline_options, "--dry_run=true"]).view_as(FifaOptions)
+    settings = FifaSettings.from_options(options)
+    result = estimate(settings, sample=args.sample, batch=args.batch)
+    print(json.dumps(result, indent=2) if args.json else estimate_text(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facext", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("output", help="the pipeline's --output folder")
     check.set_defaults(func=_cmd_validate)
 
+    est = sub.add_parser(
+        "estimate", help="expected LLM calls, tokens and cost of a fifa_annotate run, before running it",
+        description="Analyses a few pairs of the manifest, renders the prompts a run would send and "
+                    "prices them. Takes fifa_annotate's options, e.g. facext estimate --input "
+                    "pairs.jsonl --describer gemini --llm_model gemini-2.5-flash --rater openai.")
+    est.add_argument("--sample", type=int, default=5, help="pairs to analyse and render (default 5)")
+    est.add_argument("--batch", action="store_true", help="price at the batch APIs' half price")
+    est.add_argument("--json", action="store_true", help="print JSON")
+    est.add_argument("pipeline_options", nargs=argparse.REMAINDER,
+                     help="fifa_annotate options (--input, --describer, --llm_model, --rater, ...)")
+    est.set_defaults(func=_cmd_estimate)
+
     bench = sub.add_parser("bench", help="measure speed")
     from build_tools.bench import add_arguments as bench_arguments
 
@@ -128,7 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "estimate":  # the pipeline's options pass through to its parser
+        args.pipeline_options = [*unknown, *args.pipeline_options]
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.func(args)
 
 

@@ -96,3 +96,34 @@ class SpilledReshuffle(beam.PTransform):
                 | "Spill" >> beam.ParDo(Spill(self.spill_dir))
                 | "Reshuffle references" >> beam.Reshuffle()
                 | "Read back" >> beam.ParDo(_Unspill()))
+
+
+class _UnspillBatch(beam.DoFn):
+    def process(self, keyed: tuple):
+        reader = SpillReader()
+        try:
+            yield [reader.read(ref) for ref in sorted(keyed[1])]
+        finally:
+            reader.close()
+
+
+class SpilledBatches(beam.PTransform):
+    """Elements regrouped into batches of about `batch_size` (lists), spread over workers;
+    the shuffle carries references.  An element's batch is a stable hash of `key_fn(element)`
+    over `n_batches` buckets, so batches are the same on every run."""
+
+    def __init__(self, spill_dir: str, key_fn, n_batches: int):
+        super().__init__()
+        self.spill_dir, self.key_fn, self.n_batches = spill_dir, key_fn, max(1, n_batches)
+
+    def _keyed(self, element, ref: SpillRef):
+        import hashlib
+
+        digest = hashlib.sha256(str(self.key_fn(element)).encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.n_batches, ref
+
+    def expand(self, pcoll):
+        return (pcoll
+                | "Spill" >> beam.ParDo(Spill(self.spill_dir, self._keyed))
+                | "Group references" >> beam.GroupByKey()
+                | "Read back batches" >> beam.ParDo(_UnspillBatch()))

@@ -12,7 +12,8 @@ import apache_beam as beam
 OK = "ok"
 REJECTED = "rejected"
 EVENTS = "events"
-TAGS = (OK, REJECTED, EVENTS)
+PENDING = "pending"  # requests deferred to a batch job (--llm_batch submit)
+TAGS = (OK, REJECTED, EVENTS, PENDING)
 
 
 def _only(element, tag: str):

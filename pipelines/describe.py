@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from functools import partial
 
 from pydantic import BaseModel, Field
 
@@ -79,7 +81,13 @@ def grounded_leaves(tree: ConceptTree, analysis: PairAnalysis, node_id: str,
 
 
 class Describer(ABC):
-    """Writes the texts of one analysed pair."""
+    """Writes the texts of one analysed pair.
+
+    `describe` runs in two levels: every grounded leaf concept on its own (6a), then every
+    flagged parent and the image from its leaves' texts (6b, 6c).  The texts of one level
+    do not depend on each other, so a describer may run a level's jobs as it likes
+    (`run_jobs`): the LLM describer gathers the requests a batch job must answer.
+    """
 
     name: str
     model: str | None = None
@@ -89,35 +97,44 @@ class Describer(ABC):
         self.max_grounded = max_grounded
 
     @abstractmethod
-    def describe_concept(self, concept: ConceptCoverage, key: str) -> str:
-        """One flagged concept from its own evidence (stage 6a)."""
+    def describe_concept(self, concept: ConceptCoverage, key: str, pair=None) -> str:
+        """One flagged concept from its own evidence (stage 6a).  `pair` is the analysed
+        pair (`pipelines.samples.AnalyzedPair`, crops included) when there is one."""
 
     @abstractmethod
-    def aggregate(self, node_id: str, parts: list[str], key: str) -> str:
+    def aggregate(self, node_id: str, parts: list[str], key: str, pair=None) -> str:
         """A parent (or, for the root, the image) from its children's texts (6b, 6c)."""
 
     def templates(self) -> list[TemplateRef]:
         return []
 
-    def describe(self, analysis: PairAnalysis, key: str) -> PairDescription:
-        """Per concept, then parents bottom-up, then the image."""
+    def run_jobs(self, jobs: dict[str, Callable[[], str]]) -> dict[str, str]:
+        return {name: job() for name, job in jobs.items()}
+
+    def describe(self, analysis: PairAnalysis, key: str, pair=None) -> PairDescription:
+        """Per concept, then parents and the image."""
         by_id = {c.id: c for c in analysis.concepts}
-        texts: dict[str, str] = {}
-        for leaf in grounded_leaves(self.tree, analysis, self.tree.root.id, len(by_id)):
-            texts[leaf] = self.describe_concept(by_id[leaf], key)
-        flagged_parents = [c.id for c in analysis.concepts if c.artifact and c.id not in texts]
-        for node_id in sorted(flagged_parents, key=lambda n: -self.tree[n].level):
-            leaves = grounded_leaves(self.tree, analysis, node_id, self.max_grounded)
-            parts = [texts[leaf] for leaf in leaves]
-            if node_id == self.tree.root.id:
-                texts[node_id] = " ".join(parts)
-            else:
-                texts[node_id] = self.aggregate(node_id, parts, key)
         root = self.tree.root.id
-        leaves = grounded_leaves(self.tree, analysis, root, self.max_grounded)
-        image = self.aggregate(root, [texts[leaf] for leaf in leaves], key) if leaves else ""
+        leaves = grounded_leaves(self.tree, analysis, root, len(by_id))
+        texts = self.run_jobs({leaf: partial(self.describe_concept, by_id[leaf], key, pair) for leaf in leaves})
+        jobs: dict[str, Callable[[], str]] = {}
+        for node_id in (c.id for c in analysis.concepts if c.artifact and c.id not in texts and c.id != root):
+            parts = [texts[leaf] for leaf in grounded_leaves(self.tree, analysis, node_id, self.max_grounded)]
+            jobs[node_id] = partial(self.aggregate, node_id, parts, key, pair)
+        image_parts = [texts[leaf] for leaf in grounded_leaves(self.tree, analysis, root, self.max_grounded)]
+        if image_parts:
+            jobs[IMAGE_JOB] = partial(self.aggregate, root, image_parts, key, pair)
+        aggregated = self.run_jobs(jobs)
+        image = aggregated.pop(IMAGE_JOB, "")
+        texts.update(aggregated)
+        if image_parts:
+            texts[root] = " ".join(image_parts)
+        texts = {c.id: texts[c.id] for c in analysis.concepts if c.id in texts}  # tree order
         return PairDescription(concepts=texts, image=image, describer=self.name, model=self.model,
                                templates=self.templates())
+
+
+IMAGE_JOB = "\x00image"
 
 
 def _pick(options: tuple[str, ...], *key: str) -> str:
@@ -193,7 +210,7 @@ class EvidenceDescriber(Describer):
         "The changes are local rather than global; {n} shows artifacts.",
     )
 
-    def describe_concept(self, concept: ConceptCoverage, key: str) -> str:
+    def describe_concept(self, concept: ConceptCoverage, key: str, pair=None) -> str:
         if concept.evidence is None:
             raise ValueError(f"{concept.id} is flagged but has no evidence")
         phrases = evidence_phrases(concept.evidence)
@@ -202,7 +219,7 @@ class EvidenceDescriber(Describer):
         return template.format(id=concept.id, changes=changes,
                                extent=extent_phrase(concept.coverage))
 
-    def aggregate(self, node_id: str, parts: list[str], key: str) -> str:
+    def aggregate(self, node_id: str, parts: list[str], key: str, pair=None) -> str:
         body = " ".join(parts)
         if node_id != self.tree.root.id:
             return body

@@ -4,8 +4,8 @@
     python -m pipelines.fifa_annotate ...
 
 Reads top to bottom like the method: read manifest -> load and validate pair -> face
-geometry -> artifact analysis -> concepts and evidence -> describe -> make samples ->
-write.  Every input ends as samples or as a row of `OUTPUT/rejected`; the counts are in
+geometry -> artifact analysis -> concepts and evidence -> describe -> rate -> make
+samples -> write.  Every input ends as samples or as a row of `OUTPUT/rejected`; the counts are in
 `OUTPUT/run_report.json`.  With no options it runs on the bundled sample pairs.
 """
 
@@ -17,8 +17,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from build_tools.fifa_output import FifaOutput
-from build_tools.spill import SpilledReshuffle
-from pipelines.beam_tags import EVENTS, OK, REJECTED, split_outputs
+from build_tools.spill import SpilledBatches
+from pipelines.beam_tags import EVENTS, OK, PENDING, REJECTED, split_outputs
 from pipelines.fifa_stages import (
     AnalyseArtifacts,
     ConceptsAndEvidence,
@@ -26,7 +26,9 @@ from pipelines.fifa_stages import (
     LoadPair,
     LocateFace,
     MakeSamples,
+    Rate,
 )
+from pipelines.llm.options import add_llm_arguments, bare_flags
 from pipelines.manifest_io import ReadManifest
 from pipelines.options import expand_config, known_option_names
 from pipelines.runners import run_pipeline
@@ -41,7 +43,6 @@ class FifaOptions(PipelineOptions):
                            help="manifest of pairs (JSONL, CSV or Parquet): path, glob or URL "
                                 "(default: the bundled sample pairs)")
         group.add_argument("--output", default="out/fifa_instruct", help="output folder or URL")
-        group.add_argument("--describer", default="evidence", help="explanation backend (default: evidence)")
         group.add_argument("--crop_size", type=int, default=512, help="side of the aligned crop, px")
         group.add_argument("--mask_mode", choices=("absolute", "percentile"), default="absolute",
                            help="artifact mask: fixed difference threshold, or top percentile")
@@ -58,11 +59,16 @@ class FifaOptions(PipelineOptions):
         group.add_argument("--allow_absolute_paths", action="store_true",
                            help="let manifest rows name absolute paths, URLs or paths outside its folder")
         group.add_argument("--config", default=None, help="YAML file of options; flags override it")
+        add_llm_arguments(parser)
 
 
 def stage(pcoll, label: str, fn, tags=(OK, REJECTED)) -> dict:
     """One stage: its DoFn, then its outputs by tag."""
     return split_outputs(pcoll | label >> beam.ParDo(fn), label, tags)
+
+
+def pair_id_of(item) -> str:
+    return item.pair.pair_id
 
 
 def build(p: beam.Pipeline, settings: FifaSettings, output: FifaOutput) -> None:
@@ -74,22 +80,38 @@ def build(p: beam.Pipeline, settings: FifaSettings, output: FifaOutput) -> None:
     artifacts = stage(located[OK], "Artifact analysis", AnalyseArtifacts(analysis))
     concepts = stage(artifacts[OK], "Concepts and evidence", ConceptsAndEvidence(analysis),
                      (OK, REJECTED, EVENTS))
-    spread = concepts[OK] | "Spread over workers" >> SpilledReshuffle(output.spill_dir)
-    described = stage(spread, "Describe", Describe(settings.describer))
-    samples = stage(described[OK], "Make samples",
+    # Batches spread over workers; a batch's pairs are described `--llm_concurrency` at a time.
+    batches = concepts[OK] | "Batch pairs" >> SpilledBatches(output.spill_dir, pair_id_of, settings.batches())
+    described = stage(batches, "Describe", Describe(settings.describer, settings.describer_llm),
+                      (OK, REJECTED, EVENTS, PENDING))
+    rated = stage(described[OK], "Rate", Rate(settings.rater if settings.rater != "none" else None,
+                                              settings.rater_llm, settings.min_rating, settings.max_hallucinated),
+                  (OK, REJECTED, EVENTS, PENDING))
+    samples = stage(rated[OK], "Make samples",
                     MakeSamples(settings.sample_config(), settings.options_hash()), (OK, REJECTED, EVENTS))
     rejected = ((manifest["rejected"], loaded[REJECTED], located[REJECTED], artifacts[REJECTED],
-                 concepts[REJECTED], described[REJECTED], samples[REJECTED])
+                 concepts[REJECTED], described[REJECTED], rated[REJECTED], samples[REJECTED])
                 | "All rejected" >> beam.Flatten())
-    output.write(samples[OK], rejected, (manifest["events"], concepts[EVENTS], samples[EVENTS]))
+    events = (manifest["events"], concepts[EVENTS], described[EVENTS], rated[EVENTS], samples[EVENTS])
+    output.write(samples[OK], rejected, events, (described[PENDING], rated[PENDING]))
 
 
 def run(argv: list[str] | None = None, runner=None) -> FifaOutput:
     """Run the pipeline (Beam's options and ours from argv); `runner` overrides --runner."""
-    argv = expand_config(list(sys.argv[1:] if argv is None else argv), known_option_names(FifaOptions))
+    argv = bare_flags(expand_config(list(sys.argv[1:] if argv is None else argv), known_option_names(FifaOptions)))
     options = FifaOptions(argv)  # parsed by FifaOptions' parser, so --help lists our options
     settings = FifaSettings.from_options(options.view_as(FifaOptions))
     output = FifaOutput(settings)
+    if settings.dry_run:
+        from build_tools.llm_plan import dry_run
+
+        print(dry_run(settings))
+        return output
+    if settings.llm_batch == "collect":
+        if not output.collect_batches():
+            print(output.batch_summary())
+            return output
+        settings = output.settings  # now knows which requests failed in their batch
     output.prepare()
     run_pipeline(lambda p: build(p, settings, output), options, runner)
     output.finalize()

@@ -21,7 +21,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from pipelines.beam_tags import OK, REJECTED, TAGS, event
+from pipelines.beam_tags import OK, PENDING, REJECTED, TAGS, event
 from schemas.analysis import PairRejected, RejectReason, Stage
 from schemas.fifa import PairInput, RejectedRow
 
@@ -42,11 +42,11 @@ class InFlight:
     artifacts: Any = None  # pipelines.artifacts.ArtifactMask
 
 
-def rejected_row(pair: PairInput, stage: str, reason: str, detail: str) -> RejectedRow:
+def rejected_row(pair: PairInput, stage: str, reason: str, detail: str, **fields) -> RejectedRow:
     return RejectedRow(pair_id=pair.pair_id, stage=stage, reason=reason, detail=detail,
                        real=pair.real, fake=pair.fake, method=pair.method or None,
                        category=pair.category or None, subject_id=pair.subject_id,
-                       manifest=pair.manifest, row=pair.row)
+                       manifest=pair.manifest, row=pair.row, **fields)
 
 
 class StageFn(beam.DoFn):
@@ -68,25 +68,83 @@ class StageFn(beam.DoFn):
     def step(self, element):
         raise NotImplementedError
 
-    def process(self, element):
-        self.seen.inc()
+    def attempt(self, element) -> tuple[str, list]:
+        """Run the step: ("passed", its tagged outputs), or ("refused" | "failed", the
+        rejected row).  Touches no Beam state, so it may run on any thread."""
         pair = self.pair_of(element)
         try:
             out = self.step(element)
-            results = list(out) if _is_generator(out) else [out]
+            results = list(out) if _is_generator(out) or isinstance(out, list) else [out]
         except PairRejected as exc:
-            self.refused.inc()
-            yield REJECTED, rejected_row(pair, self.stage.value, exc.reason.value, exc.detail)
-            return
+            row = rejected_row(pair, self.stage.value, exc.reason.value, exc.detail, **exc.fields)
+            return "refused", [(REJECTED, row)]
         except Exception as exc:  # noqa: BLE001 - a bug must cost one pair, not the run
-            self.failed.inc()
             log.error("%s failed on pair %s:\n%s", self.stage.value, pair.pair_id, traceback.format_exc())
             detail = f"{type(exc).__name__}: {exc}"
-            yield REJECTED, rejected_row(pair, self.stage.value, RejectReason.INTERNAL_ERROR.value, detail)
-            return
-        self.passed.inc()
-        for result in results:
-            yield result if _is_tagged(result) else (OK, result)
+            return "failed", [(REJECTED, rejected_row(pair, self.stage.value,
+                                                      RejectReason.INTERNAL_ERROR.value, detail))]
+        outputs = [result if _is_tagged(result) else (OK, result) for result in results]
+        return ("refused" if any(tag == REJECTED for tag, _ in outputs) else "passed"), outputs
+
+    def count(self, outcome: str) -> None:
+        self.seen.inc()
+        counter = {"passed": self.passed, "refused": self.refused, "failed": self.failed}.get(outcome)
+        if counter is not None:
+            counter.inc()
+
+    def process(self, element):
+        outcome, outputs = self.attempt(element)
+        self.count(outcome)
+        yield from outputs
+
+
+class ConcurrentStage(StageFn):
+    """A stage over a batch of pairs, `concurrency` of them at a time.
+
+    Model calls spend their time waiting on the network, so the pairs of a batch run on a
+    thread pool (the LLM client bounds the calls in flight and their rate).  Batches, not
+    single elements buffered across `process` calls, because outputs emitted from
+    `finish_bundle` are lost on some runners (Dask).  The OK results of a batch leave as
+    one list when `keep_batches`, else one by one.
+    """
+
+    keep_batches = False
+
+    def __init__(self, concurrency: int = 1) -> None:
+        super().__init__()
+        self.concurrency = concurrency
+        self.pool = None
+
+    def setup(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self.concurrency > 1:
+            self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"facext-{self.stage.value}")
+
+    def pair_of(self, element):
+        return element[0].pair if isinstance(element, tuple) else element.pair
+
+    def process(self, batch: list):
+        results = self.pool.map(self.attempt, batch) if self.pool else map(self.attempt, batch)
+        kept = []
+        for outcome, outputs in results:
+            self.count(outcome)
+            for tag, value in outputs:
+                if tag == OK and self.keep_batches:
+                    kept.append(value)
+                else:
+                    yield tag, value
+        yield from self.after_batch()
+        if kept:
+            yield OK, kept
+
+    def after_batch(self):
+        """Events to emit once a batch is done."""
+        return ()
+
+    def teardown(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 def _is_tagged(value) -> bool:
@@ -166,30 +224,94 @@ class ConceptsAndEvidence(AnalyzerStage):
     stage = Stage.CONCEPTS
 
     def step(self, item: InFlight):
-        from pipelines.samples import AnalyzedPair
-
-        result = self.analyzer.concepts(item.located, item.artifacts, item.timings)
-        if not any(c.artifact for c in result.analysis.concepts):
-            raise PairRejected(RejectReason.NO_ARTIFACT,
-                               f"no concept reaches the coverage threshold "
-                               f"(artifact fraction {result.analysis.artifact_fraction:.4f})")
-        analysed = AnalyzedPair(
-            pair=item.pair, analysis=result.analysis,
-            real_png=encode_png(result.real_crop), fake_png=encode_png(result.fake_crop),
-            labels=result.labels, artifact_mask=result.artifact_mask,
-        )
+        analysed = analysed_pair(item.pair, self.analyzer.concepts(item.located, item.artifacts, item.timings))
         for stage, seconds in item.timings.items():
             yield event(("seconds", stage), seconds)
         yield analysed
 
 
-class Describe(StageFn):
+def analysed_pair(pair: PairInput, result):
+    """What the analysis hands on (`AnalyzedPair`); a pair with no flagged concept is refused."""
+    from pipelines.samples import AnalyzedPair
+
+    if not any(c.artifact for c in result.analysis.concepts):
+        raise PairRejected(RejectReason.NO_ARTIFACT,
+                           f"no concept reaches the coverage threshold "
+                           f"(artifact fraction {result.analysis.artifact_fraction:.4f})")
+    return AnalyzedPair(
+        pair=pair, analysis=result.analysis,
+        real_png=encode_png(result.real_crop), fake_png=encode_png(result.fake_crop),
+        labels=result.labels, artifact_mask=result.artifact_mask,
+    )
+
+
+def analyse_pair(analyzer, pair: PairInput):
+    """Stages 1-5 on one pair outside Beam (dry runs, estimates); raises PairRejected."""
+    from pipelines.analysis import read_pair
+
+    real, fake = read_pair(pair.real, pair.fake)
+    located = analyzer.locate(real, fake)
+    return analysed_pair(pair, analyzer.concepts(located, analyzer.artifacts(located)))
+
+
+def llm_errors_as_rejections(fn):
+    """Turn the LLM client's failures into typed rejections of the pair."""
+    from functools import wraps
+
+    @wraps(fn)
+    def wrapped(*args, **kwargs):
+        from pipelines.llm.client import LlmFailed, LlmInvalid
+
+        try:
+            return fn(*args, **kwargs)
+        except LlmFailed as exc:
+            raise PairRejected(RejectReason.LLM_FAILED, str(exc)) from None
+        except LlmInvalid as exc:
+            raise PairRejected(RejectReason.LLM_INVALID_OUTPUT, str(exc)) from None
+
+    return wrapped
+
+
+class LlmStage(ConcurrentStage):
+    """A stage that may ask a model: one shared client per process, its usage counted."""
+
+    def __init__(self, llm) -> None:
+        super().__init__(llm.concurrency if llm is not None else 1)
+        self.llm = llm
+        self.client = None
+
+    def setup(self) -> None:
+        super().setup()
+        if self.llm is not None:
+            from pipelines.llm.config import shared_client
+
+            self.client = shared_client(self.llm)
+
+    def attempt(self, element):
+        from pipelines.llm.client import LlmDeferred
+
+        try:
+            return super().attempt(element)
+        except LlmDeferred as exc:  # batch submit: the pair waits for the batch's answers
+            backend, model = self.client.backend, self.client.model
+            lines = [(PENDING, (self.llm.slug, backend.batch_line(r, r.key(backend.name, model))))
+                     for r in exc.requests]
+            return "pending", [*lines, event(("pending", self.stage.value))]
+
+    def after_batch(self):
+        if self.client is not None:
+            for name, amount in self.client.stats.drain().items():
+                yield event(("llm", self.client.name, self.client.model, name), amount)
+
+
+class Describe(LlmStage):
     """Stage 6: the texts, per concept, then per parent, then the image."""
 
     stage = Stage.DESCRIBE
+    keep_batches = True
 
-    def __init__(self, describer: str) -> None:
-        super().__init__()
+    def __init__(self, describer: str, llm=None) -> None:
+        super().__init__(llm)
         self.describer_name = describer
         self.describer = None
 
@@ -197,13 +319,90 @@ class Describe(StageFn):
         from fict.tree import load_tree
         from pipelines.describe import make_describer
 
-        self.describer = make_describer(self.describer_name, load_tree())
+        super().setup()
+        if self.client is not None:
+            from pipelines.llm.writers import LlmDescriber
 
+            self.describer = LlmDescriber(load_tree(), self.client)
+        else:
+            self.describer = make_describer(self.describer_name, load_tree())
+
+    @llm_errors_as_rejections
     def step(self, item):
-        return item, self.describer.describe(item.analysis, key=item.pair.pair_id)
+        return item, self.describer.describe(item.analysis, key=item.pair.pair_id, pair=item)
+
+
+class Rate(LlmStage):
+    """Stage 7: the hallucination check and the rating; pairs below the bars go to `rejected`."""
+
+    stage = Stage.RATE
+
+    def __init__(self, rater: str | None, llm=None, min_rating: float = 6,
+                 max_hallucinated: int | None = 0) -> None:
+        super().__init__(llm)
+        self.rater_name = rater
+        self.min_rating = min_rating
+        self.max_hallucinated = max_hallucinated
+        self.rater = self.matcher = None
+
+    def setup(self) -> None:
+        from fict.tree import load_tree
+        from pipelines.concept_mentions import ConceptMatcher
+        from pipelines.rating import make_rater
+
+        super().setup()
+        tree = load_tree()
+        self.matcher = ConceptMatcher(tree)
+        if self.client is not None:
+            from pipelines.llm.writers import LlmRater
+
+            self.rater = LlmRater(tree, self.client)
+        elif self.rater_name is not None:
+            self.rater = make_rater(self.rater_name, tree)
 
     def pair_of(self, element):
-        return element.pair
+        return element[0].pair
+
+    @llm_errors_as_rejections
+    def step(self, element) -> list:
+        """The pair's events, then the pair or its rejected row: the hallucination and
+        rating counts include the pairs they reject, so they measure the backend."""
+        from schemas.fifa import TextCheck
+        from schemas.llm import CRITERIA
+
+        item, description = element
+        flagged = set(item.flagged)
+        texts = [description.image, *description.concepts.values()]
+        found = [self.matcher.hallucinated(text, flagged) for text in texts]
+        hallucinated = list(dict.fromkeys(c for names in found for c in names))
+        out = [event(("hallucination", "texts"), len(texts)),
+               event(("hallucination", "texts_hallucinating"), sum(1 for names in found if names)),
+               event(("hallucination", "mentions"), sum(len(self.matcher.find(text)) for text in texts)),
+               event(("hallucination", "hallucinated_mentions"), sum(len(names) for names in found))]
+
+        def reject(reason: RejectReason, detail: str, **fields) -> list:
+            row = rejected_row(item.pair, self.stage.value, reason.value, detail,
+                               hallucinated_concepts=hallucinated, **fields)
+            return [*out, (REJECTED, row)]
+
+        if self.max_hallucinated is not None and len(hallucinated) > self.max_hallucinated:
+            return reject(RejectReason.HALLUCINATED,
+                          f"the texts name {len(hallucinated)} concept(s) with no artifact "
+                          f"(at most {self.max_hallucinated}): {', '.join(hallucinated)}")
+        rating = None
+        if self.rater is not None:
+            rating = self.rater.rate(item.analysis, description.concepts, description.image,
+                                     key=item.pair.pair_id, pair=item)
+            out += [event(("rating", c, str(getattr(rating, c)))) for c in CRITERIA]
+            if rating.overall < self.min_rating:
+                return reject(RejectReason.LOW_RATING,
+                              f"overall {rating.overall} < --min_rating {self.min_rating:g}: {rating.reason}",
+                              rating=rating)
+        check = TextCheck(rating=rating, rater=getattr(self.rater, "name", None),
+                          rater_model=getattr(self.rater, "model", None),
+                          templates=self.rater.templates() if self.rater is not None else [],
+                          hallucinated_concepts=hallucinated)
+        return [*out, (OK, (item, description, check))]
 
 
 class MakeSamples(StageFn):
@@ -233,8 +432,8 @@ class MakeSamples(StageFn):
     def step(self, element):
         from schemas.features import to_row
 
-        item, description = element
-        samples = self.maker.make(item, description)
+        item, description, check = element
+        samples = self.maker.make(item, description, check)
         self.made.inc(len(samples))
         yield event(("pairs_written",))
         for sample in samples:

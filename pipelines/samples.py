@@ -15,10 +15,11 @@ import cv2
 import numpy as np
 
 from fict.tree import ConceptTree
+from pipelines.concept_mentions import ConceptMatcher
 from pipelines.describe import PairDescription, grounded_leaves, referenced, render
 from prompts.instructions import InstructionLibrary
 from schemas.analysis import PairAnalysis
-from schemas.fifa import CATEGORIES, FifaSample, PairInput, Provenance, RleMask, TemplateRef, Turn
+from schemas.fifa import CATEGORIES, FifaSample, PairInput, Provenance, RleMask, TemplateRef, TextCheck, Turn
 from schemas.masks import encode_mask
 
 
@@ -128,12 +129,18 @@ class SampleMaker:
         self.config = config or SampleConfig()
         self.facext_version = facext_version
         self.options_hash = options_hash
+        self.matcher = ConceptMatcher(tree)
 
-    def make(self, item: AnalyzedPair, description: PairDescription) -> list[FifaSample]:
+    def make(self, item: AnalyzedPair, description: PairDescription,
+             check: TextCheck | None = None) -> list[FifaSample]:
+        """The pair's samples; `check` (the rate stage's finding) adds the rating and the
+        per-answer hallucinated concepts."""
         pair, cfg = item.pair, self.config
         split = split_of(pair, cfg.test_fraction)
         masks = _Masks(self.tree, item)
         samples: list[FifaSample] = []
+        check = check or TextCheck()
+        flagged = set(item.flagged)
 
         def add(task: str, variant: str, question: str, answer: str, *, fake: bool = True,
                 seg: list[RleMask] = (), concepts: list[str] = (), bbox: list[int] | None = None,
@@ -142,6 +149,8 @@ class SampleMaker:
             sid = sid or sample_id(pair.pair_id, task, variant)
             if answer.count("[SEG]") != len(seg):
                 raise AssertionError(f"{task}: {answer.count('[SEG]')} [SEG] but {len(seg)} masks")
+            # A negative's answer names the clean region it was asked about, rightly.
+            named = self.matcher.hallucinated(answer, flagged | (set(concepts) if negative else set()))
             samples.append(FifaSample(
                 sample_id=sid, pair_id=pair.pair_id, task=task, split=split,
                 image=item.fake_png if fake else item.real_png, is_fake=fake, negative=negative,
@@ -152,7 +161,8 @@ class SampleMaker:
                 region_masks=[masks.region_rle(c) for c in concepts],
                 concepts=list(concepts), bbox=bbox,
                 crop_transform=item.analysis.crop_transform,
-                provenance=self._provenance(pair, description, task),
+                rating=check.rating, hallucinated_concepts=named,
+                provenance=self._provenance(pair, description, task, check),
             ))
 
         lib, seed = self.library, cfg.seed
@@ -226,8 +236,9 @@ class SampleMaker:
                     add(task, "pos", ask(task, sid), render(text, self.tree, False),
                         concepts=in_box, bbox=box, sid=sid)
                 elif task == "b_age":
+                    refs = referenced(text)  # a model's prose may not name every concept it covers
                     add(task, "pos", ask(task, sid), render(text, self.tree, True),
-                        seg=[_rle(masks.artifact(c) & inside) for c in in_box], concepts=in_box,
+                        seg=[_rle(masks.artifact(c) & inside) for c in refs], concepts=refs,
                         bbox=box, sid=sid)
                 else:
                     add(task, "pos", ask(task, sid), say("loc", sid),
@@ -281,11 +292,13 @@ class SampleMaker:
                 return [x, y, x + bw, y + bh]
         return None
 
-    def _provenance(self, pair: PairInput, description: PairDescription, task: str) -> Provenance:
+    def _provenance(self, pair: PairInput, description: PairDescription, task: str,
+                    check: TextCheck) -> Provenance:
         instructions = TemplateRef(id=self.library.template_id(task), version=self.library.content_hash)
         return Provenance(
             manifest=pair.manifest, row=pair.row, source_dataset=pair.source_dataset,
             describer=description.describer, model=description.model,
-            prompt_templates=[instructions, *description.templates],
+            rater=check.rater, rater_model=check.rater_model,
+            prompt_templates=[instructions, *description.templates, *check.templates],
             facext_version=self.facext_version, options_hash=self.options_hash,
         )

@@ -16,6 +16,7 @@ class Stage(str, Enum):
     ARTIFACT = "artifact"
     CONCEPTS = "concepts"
     DESCRIBE = "describe"
+    RATE = "rate"
     SAMPLES = "samples"
 
 
@@ -36,6 +37,12 @@ class RejectReason(str, Enum):
     PATH_OUTSIDE_MANIFEST = "path_outside_manifest"
     DUPLICATE_PAIR_ID = "duplicate_pair_id"
     NO_ARTIFACT = "no_artifact"
+    # The LLM layer (describe or rate): no answer after every attempt, or an answer that
+    # failed validation twice.
+    LLM_FAILED = "llm_failed"
+    LLM_INVALID_OUTPUT = "llm_invalid_output"
+    LOW_RATING = "low_rating"
+    HALLUCINATED = "hallucinated"
     # A bug or an environment failure, not a property of the pair: kept apart so it can
     # be counted and fixed, and never silently turned into a data decision.
     INTERNAL_ERROR = "internal_error"
@@ -61,16 +68,19 @@ _REASON_STAGE = {
     RejectReason.PATH_OUTSIDE_MANIFEST: Stage.MANIFEST,
     RejectReason.DUPLICATE_PAIR_ID: Stage.MANIFEST,
     RejectReason.NO_ARTIFACT: Stage.CONCEPTS,
+    RejectReason.LOW_RATING: Stage.RATE,
+    RejectReason.HALLUCINATED: Stage.RATE,
 }
 
 
 class PairRejected(Exception):
     """A stage refused a pair; carries the typed reason (its stage follows from it)."""
 
-    def __init__(self, reason: RejectReason, detail: str):
+    def __init__(self, reason: RejectReason, detail: str, **fields):
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.fields = fields  # more columns of the rejected row (e.g. the rating)
 
 
 class ConceptEvidence(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.features import HF_IMAGE
+from schemas.llm import Rating
 
 TASKS = ("det", "cls", "i_toe", "i_age", "i_loc", "r_toe", "r_age", "r_loc",
          "b_toe", "b_age", "b_loc")
@@ -46,6 +47,9 @@ class RejectedRow(BaseModel):
     subject_id: str | None = None
     manifest: str | None = None
     row: int | None = None
+    rating: Rating | None = Field(default=None, description="the rater's scores (rate stage)")
+    hallucinated_concepts: list[str] = Field(default_factory=list, description="concepts the texts "
+                                             "name that have no artifact (rate stage)")
 
 
 class Turn(BaseModel):
@@ -73,12 +77,24 @@ class TemplateRef(BaseModel):
     version: str = Field(description="content hash of the template file")
 
 
+class TextCheck(BaseModel):
+    """What the rate stage found about a pair's texts."""
+
+    rating: Rating | None = None
+    rater: str | None = None
+    rater_model: str | None = None
+    templates: list[TemplateRef] = Field(default_factory=list, description="the rater's prompt templates")
+    hallucinated_concepts: list[str] = Field(default_factory=list)
+
+
 class Provenance(BaseModel):
     manifest: str
     row: int
     source_dataset: str | None = None
     describer: str
     model: str | None = None
+    rater: str | None = None
+    rater_model: str | None = None
     prompt_templates: list[TemplateRef]
     facext_version: str
     options_hash: str = Field(description="hash of the options that shape the samples")
@@ -106,4 +122,7 @@ class FifaSample(BaseModel):
     concepts: list[str] = Field(description="grounded FICT node ids, in [SEG] order")
     bbox: list[int] | None = Field(default=None, description="x0, y0, x1, y1 in crop pixels")
     crop_transform: list[list[float]] = Field(description="2x3, original real pixels -> crop")
+    rating: Rating | None = Field(default=None, description="the rater's scores of the pair's texts")
+    hallucinated_concepts: list[str] = Field(default_factory=list, description="FICT concepts the "
+                                             "answer names that have no artifact")
     provenance: Provenance

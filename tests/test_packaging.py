@@ -18,8 +18,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("fict", "schemas", "pipelines", "build_tools", "training", "prompts")
-DATA_FILES = ("fict/data/fict.yaml", "fict/data/canonical_face.json", "prompts/data/fifa_instructions.yaml")
+PACKAGES = ("fict", "schemas", "pipelines", "pipelines.llm", "build_tools", "training", "prompts")
+DATA_FILES = ("fict/data/fict.yaml", "fict/data/canonical_face.json", "prompts/data/fifa_instructions.yaml",
+              "prompts/data/llm_prompts.yaml", "pipelines/llm/data/prices.yaml")
+
+
+def _folder(package: str) -> str:
+    return package.replace(".", "/")
 # pip on a worker builds the sdist again: it needs the build config and the readme it names.
 BUILD_FILES = ("pyproject.toml", "setup.py", "README.md")
 # Top-level folders of a checkout that are not part of the source (outputs, caches, venvs).
@@ -77,9 +82,8 @@ def test_packages_match_pyproject():
 def test_sdist_holds_code_data_and_build_files(sdist):
     assert sdist.name.startswith("facext-") and sdist.name.endswith(".tar.gz")
     members = _members(sdist)
-    modules = {p.relative_to(ROOT).as_posix() for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
-               if "__pycache__" not in p.parts}
-    assert {f"{pkg}/__init__.py" for pkg in PACKAGES} <= modules
+    modules = {p.relative_to(ROOT).as_posix() for pkg in PACKAGES for p in (ROOT / _folder(pkg)).glob("*.py")}
+    assert {f"{_folder(pkg)}/__init__.py" for pkg in PACKAGES} <= modules
     missing = sorted((modules | set(DATA_FILES) | set(BUILD_FILES)) - members)
     assert not missing, f"not in the sdist: {missing}"
 
@@ -95,7 +99,7 @@ def test_sdist_installs_with_its_data(sdist, tmp_path):
     assert done.returncode == 0, (done.stdout + done.stderr
                                   + "\n(setuptools < 70.1 needs the `wheel` package for this)")
     for pkg in PACKAGES:
-        assert (target / pkg / "__init__.py").is_file(), pkg
+        assert (target / _folder(pkg) / "__init__.py").is_file(), pkg
     for path in DATA_FILES:
         assert (target / path).is_file(), path
     # The installed copy (not the checkout) imports and reads its data through importlib.resources.
@@ -105,7 +109,9 @@ def test_sdist_installs_with_its_data(sdist, tmp_path):
             "from fict import load_tree\n"
             "from fict.canonical import canonical_points\n"
             "from prompts.instructions import load_library\n"
-            "load_tree(); canonical_points(); load_library('fifa')\n")
+            "from prompts.llm_prompts import load_prompts\n"
+            "from pipelines.llm.prices import load_prices\n"
+            "load_tree(); canonical_points(); load_library('fifa'); load_prompts(); load_prices()\n")
     check = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
                            cwd=tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
