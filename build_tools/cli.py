@@ -140,8 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--sample", type=int, default=5, help="pairs to analyse and render (default 5)")
     est.add_argument("--batch", action="store_true", help="price at the batch APIs' half price")
     est.add_argument("--json", action="store_true", help="print JSON")
-    est.add_argument("pipeline_options", nargs=argparse.REMAINDER,
-                     help="fifa_annotate options (--input, --describer, --llm_model, --rater, ...)")
     est.set_defaults(func=_cmd_estimate)
 
     bench = sub.add_parser("bench", help="measure speed")
@@ -156,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if args.command == "estimate":  # the pipeline's options pass through to its parser
-        args.pipeline_options = [*unknown, *args.pipeline_options]
+        args.pipeline_options = unknown
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.func(args)

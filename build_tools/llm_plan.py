@@ -31,30 +31,39 @@ class PairPlan:
     backends: list[tuple[str, str]]  # (backend, model) of each request
 
 
-def analysed_sample(settings, limit: int, scan: int = 50) -> tuple[list, int]:
-    """Up to `limit` analysed pairs from the manifests (the first that pass stages 1-5),
-    and how many rows were tried to find them."""
+def analysed_sample(settings, limit: int, spread: int | None = None) -> tuple[list, int, int]:
+    """The first `limit` manifest pairs that pass stages 1-5, how many rows passed and how
+    many were tried.  With `spread`, `spread * limit` rows spaced evenly over the manifest
+    are all tried (so bad rows count as often as they occur: a pass rate); without, rows
+    are tried in order until `limit` pass (at most 25 per pair wanted)."""
     from pipelines.analysis import PairAnalyzer
     from pipelines.fifa_stages import analyse_pair
     from pipelines.manifest import read_manifest
     from schemas.analysis import PairRejected
     from schemas.fifa import PairInput
 
-    found, tried = [], 0
+    wanted = max(1, (spread or 25) * limit)
+    stride = max(1, math.ceil(settings.expected_inputs / wanted)) if spread else 1
     rows = (row for manifest in settings.manifests
             for row in read_manifest(manifest, settings.allow_absolute_paths))
+    found, passed, tried = [], 0, 0
     with PairAnalyzer(settings.analysis_config()) as analyzer:
-        for row in islice(rows, scan):
+        for row in islice(rows, 0, None, stride):
+            if tried >= wanted:
+                break
             tried += 1
             if not isinstance(row, PairInput):
                 continue
             try:
-                found.append(analyse_pair(analyzer, row))
+                pair = analyse_pair(analyzer, row)
             except PairRejected:
                 continue
-            if len(found) >= limit:
+            passed += 1
+            if len(found) < limit:
+                found.append(pair)
+            if not spread and len(found) >= limit:
                 break
-    return found, tried
+    return found, passed, tried
 
 
 def recorded_plans(settings, pairs: list) -> list[PairPlan]:
@@ -100,7 +109,7 @@ def dry_run(settings) -> str:
     """Write the prompts of `settings.dry_run_pairs` pairs under OUTPUT/dry_run; no call."""
     from build_tools.shards import join
 
-    pairs, tried = analysed_sample(settings, settings.dry_run_pairs)
+    pairs, _, tried = analysed_sample(settings, settings.dry_run_pairs)
     if not pairs:
         raise SystemExit(f"--dry_run: none of the first {tried} manifest rows passed the analysis")
     plans = recorded_plans(settings, pairs)
@@ -151,9 +160,9 @@ def estimate(settings, sample: int = 5, batch: bool = False) -> dict[str, Any]:
     """Expected calls, tokens and cost of a run, from `sample` analysed pairs."""
     from pipelines.llm.prices import load_prices
 
-    pairs, tried = analysed_sample(settings, sample)
+    pairs, passed, tried = analysed_sample(settings, sample, spread=4)
     rows = settings.expected_inputs
-    pass_rate = len(pairs) / tried if tried else 0.0
+    pass_rate = passed / tried if tried else 0.0
     plans = recorded_plans(settings, pairs)
     prices = load_prices()
     per_model: dict[str, dict[str, float]] = {}
@@ -175,7 +184,8 @@ def estimate(settings, sample: int = 5, batch: bool = False) -> dict[str, Any]:
                         "cost_usd": None if cost is None else round(cost, 4),
                         "calls_per_pair": round(entry["calls"] / len(plans), 2)}
     return {
-        "input": settings.input_pattern, "rows": rows, "sampled_rows": tried, "sampled_pairs": len(pairs),
+        "input": settings.input_pattern, "rows": rows, "sampled_rows": tried, "passed_rows": passed,
+        "described_pairs": len(pairs),
         "analysis_pass_rate": round(pass_rate, 4), "expected_pairs": round(expected_pairs),
         "describer": settings.describer, "rater": settings.rater, "batch": batch,
         "models": models, "calls": sum(m["calls"] for m in models.values()),
@@ -189,15 +199,20 @@ def estimate(settings, sample: int = 5, batch: bool = False) -> dict[str, Any]:
 
 
 def estimate_text(result: dict[str, Any]) -> str:
-    lines = [f"{result['rows']} manifest rows; {result['sampled_pairs']} of {result['sampled_rows']} sampled rows "
-             f"passed the analysis -> about {result['expected_pairs']} pairs to describe"]
+    lines = [f"{result['rows']} manifest rows; {result['passed_rows']} of {result['sampled_rows']} sampled rows "
+             f"passed the analysis -> about {result['expected_pairs']} pairs to describe "
+             f"(prompts rendered for {result['described_pairs']})"]
     for name, m in result["models"].items():
-        cost = "unknown price" if m["cost_usd"] is None else f"${m['cost_usd']:,.2f}"
+        cost = "unknown price" if m["cost_usd"] is None else _dollars(m["cost_usd"])
         lines.append(f"  {name}: {m['calls']:,} calls ({m['calls_per_pair']} per pair), "
                      f"{m['input_tokens']:,} input + {m['output_tokens']:,} output tokens, {cost}")
     if not result["models"]:
         lines.append(f"  --describer {result['describer']} --rater {result['rater']}: no model is called, $0")
-    total = "unknown" if result["cost_usd"] is None else f"${result['cost_usd']:,.2f}"
+    total = "unknown" if result["cost_usd"] is None else _dollars(result["cost_usd"])
     tier = "batch (half price)" if result["batch"] else "standard"
     lines.append(f"total: {result['calls']:,} calls, {total} at {tier} prices as of {result['prices_as_of']}")
     return "\n".join(lines)
+
+
+def _dollars(amount: float) -> str:
+    return f"${amount:,.2f}" if amount >= 1 else f"${amount:.4f}"

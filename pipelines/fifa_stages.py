@@ -78,6 +78,8 @@ class StageFn(beam.DoFn):
         except PairRejected as exc:
             row = rejected_row(pair, self.stage.value, exc.reason.value, exc.detail, **exc.fields)
             return "refused", [(REJECTED, row)]
+        except self.passed_up():
+            raise
         except Exception as exc:  # noqa: BLE001 - a bug must cost one pair, not the run
             log.error("%s failed on pair %s:\n%s", self.stage.value, pair.pair_id, traceback.format_exc())
             detail = f"{type(exc).__name__}: {exc}"
@@ -85,6 +87,10 @@ class StageFn(beam.DoFn):
                                                       RejectReason.INTERNAL_ERROR.value, detail))]
         outputs = [result if _is_tagged(result) else (OK, result) for result in results]
         return ("refused" if any(tag == REJECTED for tag, _ in outputs) else "passed"), outputs
+
+    def passed_up(self) -> tuple[type[BaseException], ...]:
+        """Exceptions that are not failures of the pair (a subclass handles them)."""
+        return ()
 
     def count(self, outcome: str) -> None:
         self.seen.inc()
@@ -286,6 +292,11 @@ class LlmStage(ConcurrentStage):
             from pipelines.llm.config import shared_client
 
             self.client = shared_client(self.llm)
+
+    def passed_up(self):
+        from pipelines.llm.client import LlmDeferred
+
+        return (LlmDeferred,)
 
     def attempt(self, element):
         from pipelines.llm.client import LlmDeferred

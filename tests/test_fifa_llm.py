@@ -254,3 +254,44 @@ def test_gemini_backend_sends_images_and_json_schema_and_reruns_free(good_pairs,
     assert gemini["calls"] == len(calls) and gemini["retries"] > 0
     assert gemini["input_tokens"] == sum(c.prompt_tokens for c in calls if c.status == 200)
     assert gemini["cost_usd"] > 0
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+def test_batch_submit_and_collect_write_what_a_live_run_writes(backend, good_pairs, tmp_path, monkeypatch):
+    """Rounds of batch jobs (concepts; parents and image; rating) through the providers'
+    batch APIs, each collected into the cache, end in the same shards as calling live."""
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    monkeypatch.setenv("GEMINI_API_KEY", GEMINI_KEY)
+    manifest = good_pairs.parent / "batch.jsonl"
+    rows = [json.loads(line) for line in good_pairs.read_text().splitlines()]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows if r["method"] in ("lip_recolor", "skin_age")))
+    with LocalLlmServer(responder=responder, batch_polls_until_done=1) as server:
+        run_llm(manifest, tmp_path / "live", tmp_path / "live_cache", backend, server)
+        live_calls = len(server.generation_calls())
+        server.reset()
+        out = tmp_path / "batch"
+        run_llm(manifest, out, tmp_path / "batch_cache", backend, server, "--llm_batch", "submit")
+        report = json.loads((out / "run_report.json").read_text())
+        assert report["status"] == "awaiting_batch" and report["pairs_pending"] == 2 and report["adds_up"]
+        assert not (out / "train").exists()
+        state = json.loads((out / "llm_batch" / f"{backend}-{_default_model(backend)}" / "state.json").read_text())
+        assert state["jobs"] and all(job["provider_id"] for job in state["jobs"])
+        for _ in range(10):
+            run_llm(manifest, out, tmp_path / "batch_cache", backend, server, "--llm_batch", "collect")
+            report = json.loads((out / "run_report.json").read_text())
+            if report["status"] == "complete":
+                break
+        assert report["status"] == "complete"
+        assert server.generation_calls(include_batch=False) == []  # every answer came through batch jobs
+        assert len(server.generation_calls()) == live_calls
+    for split in ("train", "test", "rejected"):
+        assert _files(tmp_path / "live" / split) == _files(out / split), split
+    batch = report["llm"]["by_model"][f"{backend}/{_default_model(backend)}"]["batch"]
+    assert batch["answers"] == live_calls and batch["rounds"] == 3 and batch["failed"] == 0
+    assert batch["cost_usd"] > 0
+
+
+def _default_model(backend: str) -> str:
+    from pipelines.llm.backends import DEFAULT_MODELS
+
+    return DEFAULT_MODELS[backend]

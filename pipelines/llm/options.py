@@ -95,5 +95,11 @@ def bare_flags(argv: list[str]) -> list[str]:
 
 
 def is_dry_run(options) -> bool:
-    value = getattr(options, "dry_run", False)
+    """Beam's --dry_run (it lives on Beam's TestOptions view), or our own attribute."""
+    from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+
+    if isinstance(options, PipelineOptions):
+        value = options.view_as(TestOptions).dry_run
+    else:
+        value = getattr(options, "dry_run", False)
     return value is True or str(value).lower() in ("true", "1", "yes")
