@@ -112,9 +112,10 @@ def openai_runs(good_pairs, tmp_path_factory):
     old_level = logging.getLogger().level
     logging.getLogger().setLevel(logging.DEBUG)
     try:
-        with LocalLlmServer(responder=responder, faults=faults, latency_s=0.01) as server:
+        with LocalLlmServer(responder=responder, faults=faults, latency_s=0.05) as server:
             first = run_llm(good_pairs, root / "out1", root / "cache", "openai-compatible", server)
             first_calls = list(server.generation_calls())
+            peak = server.max_in_flight
             server.reset()
             second = run_llm(good_pairs, root / "out2", root / "cache", "openai-compatible", server)
             second_calls = list(server.generation_calls())
@@ -124,7 +125,7 @@ def openai_runs(good_pairs, tmp_path_factory):
         logging.getLogger().setLevel(old_level)
         mp.undo()
     return {"root": root, "first": first, "second": second, "first_calls": first_calls,
-            "second_calls": second_calls, "logs": records, "keys_seen": keys_seen}
+            "second_calls": second_calls, "logs": records, "keys_seen": keys_seen, "peak": peak}
 
 
 def _rejected(output: Path) -> dict[str, dict]:
@@ -177,6 +178,12 @@ def test_failures_were_retried_and_retry_after_honoured(openai_runs):
     assert llm["invalid_answers"] >= 3  # iris once (then fixed), brow_thicken twice
     corrected = [c for c in calls if _method(c) == "iris_recolor" and CORRECTION in c.text]
     assert corrected and all(c.status == 200 for c in corrected)
+
+
+def test_the_stage_keeps_several_calls_in_flight_within_the_bound(openai_runs):
+    # Six pairs in one describe batch, --llm_concurrency 4, 50 ms a call: calls overlap,
+    # and never more than four at once (describer and rater share one client per process).
+    assert 2 <= openai_runs["peak"] <= 4
 
 
 def test_rerun_calls_only_for_what_failed_and_writes_the_same_bytes(openai_runs):

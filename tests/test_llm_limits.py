@@ -4,6 +4,7 @@ against the local server (measured arrival gaps and peak concurrency, no wall-cl
 from __future__ import annotations
 
 import bisect
+import itertools
 import random
 import threading
 
@@ -99,7 +100,7 @@ def test_rpm_threads_never_exceed_rpm_in_any_window(rpm):
     limiter = RateLimiter(rpm=rpm, clock=clock.clock, sleep=clock.sleep)
     events = _threaded_starts(limiter, clock, [0] * (3 * rpm + 5))
     starts = sorted(t for t, _ in events)
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 60 / rpm - EPS
     assert _max_in_window(starts) == rpm  # saturated: exactly rpm, never more
     # Everybody was waiting, so the achieved rate is the limit: the span is (n - 1) intervals.
@@ -117,7 +118,7 @@ def test_rpm_sequential_with_idle_gaps():
             clock.now += rng.uniform(0, 10)  # the caller was busy elsewhere
         waits.append(limiter.acquire())
         starts.append(clock.clock())
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 2.0 - EPS
     assert _max_in_window(starts) <= rpm
     assert waits[0] == 0.0 and all(w >= 0 for w in waits)
@@ -150,7 +151,7 @@ def test_tpm_tokens_in_any_window_at_most_tpm_plus_one_call(threads):
     assert _max_tokens_in_window(events) <= tpm + max(tokens)
     # Each start waits until the previous call's tokens have drained at tpm/60 per second.
     ordered = sorted(events)
-    for (t0, n0), (t1, _) in zip(ordered, ordered[1:]):
+    for (t0, n0), (t1, _) in itertools.pairwise(ordered):
         assert t1 - t0 >= n0 * 60 / tpm - EPS
     # And the limit is reached, not just respected: the whole run drains at tpm.
     span = ordered[-1][0] - ordered[0][0]
@@ -274,7 +275,7 @@ def test_rpm_spaces_server_arrivals(_keys):
         assert len(_ask_all(client, [_request(i) for i in range(n)], threads=4)) == n
         arrivals = sorted(c.started for c in server.generation_calls())
     assert len(arrivals) == n
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     # Starts are spaced by sleeping, so this is a lower bound; the tolerance covers the jitter
     # between a start in the client and its arrival at the server.
     assert min(gaps) >= interval - 0.03

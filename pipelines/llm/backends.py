@@ -16,6 +16,7 @@ import base64
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cached_property
 
 from pipelines.llm.request import LlmRequest
 from schemas.llm import Usage
@@ -99,6 +100,15 @@ class Backend(ABC):
         self.name = config.backend  # part of every cache key
         self.model = config.model
 
+    @cached_property
+    def client(self):
+        """The provider's SDK client, made on first use: a worker that only defers requests
+        to a batch job builds request bodies and never needs a key."""
+        return self.make_client()
+
+    def make_client(self):
+        raise NotImplementedError
+
     @abstractmethod
     def generate(self, request: LlmRequest) -> RawAnswer:
         """One call; raises TransientError or PermanentError."""
@@ -141,14 +151,14 @@ def data_url(image) -> str:
 class OpenAIBackend(Backend):
     """OpenAI's chat completions, or any server speaking that protocol at `base_url`."""
 
-    def __init__(self, config: BackendConfig):
-        super().__init__(config)
+    def make_client(self):
         import openai
 
+        config = self.config
         key = api_key(config.backend, required=config.backend == "openai")
         # Local servers (vLLM, Ollama, LM Studio) usually take any key; the SDK needs one.
-        self.client = openai.OpenAI(api_key=key or "unused", base_url=config.base_url, max_retries=0,
-                                    timeout=config.timeout_s)
+        return openai.OpenAI(api_key=key or "unused", base_url=config.base_url, max_retries=0,
+                             timeout=config.timeout_s)
 
     def body(self, request: LlmRequest) -> dict:
         """The chat-completions request body (also one line of a batch file)."""
@@ -220,19 +230,18 @@ class OpenAIBackend(Backend):
 class GeminiBackend(Backend):
     """Gemini through google-genai: the Gemini Developer API, or Vertex AI."""
 
-    def __init__(self, config: BackendConfig):
-        super().__init__(config)
+    def make_client(self):
         from google import genai
         from google.genai import types
 
+        config = self.config
         options = types.HttpOptions(timeout=int(config.timeout_s * 1000), base_url=config.base_url,
                                     retry_options=types.HttpRetryOptions(attempts=1))
         if config.vertex:
             # Vertex AI authenticates with Application Default Credentials, not a key.
-            self.client = genai.Client(vertexai=True, project=config.project, location=config.location,
-                                       http_options=options)
-        else:
-            self.client = genai.Client(api_key=api_key("gemini"), http_options=options)
+            return genai.Client(vertexai=True, project=config.project, location=config.location,
+                                http_options=options)
+        return genai.Client(api_key=api_key("gemini"), http_options=options)
 
     def contents_and_config(self, request: LlmRequest):
         from google.genai import types
