@@ -143,8 +143,9 @@ def default_cache(output: str) -> str:
 
 def llm_settings(options) -> dict:
     """The LLM part of the settings, checked (SystemExit on a bad combination)."""
-    from pipelines.llm.options import is_dry_run, llm_config
+    from pipelines.llm.options import check_llm_options, is_dry_run, llm_config
 
+    check_llm_options(options)
     dry_run = is_dry_run(options)
     if options.llm_batch and dry_run:
         raise SystemExit("--dry_run and --llm_batch exclude each other")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -18,20 +17,8 @@ from schemas.analysis import ConceptEvidence
 
 
 @pytest.fixture(scope="module")
-def analyses(tmp_path_factory, analyzer):
-    from build_tools.sample_data import make_sample_pairs
-
-    folder = tmp_path_factory.mktemp("describe_pairs")
-    make_sample_pairs(folder, n=8, seed=21)
-    rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
-    out = []
-    for row in rows:
-        if row.get("expected_reject"):
-            continue
-        result = analyzer.analyze_files(folder / row["real"], folder / row["fake"])
-        assert result.ok
-        out.append((row["pair_id"], result.analysis))
-    return out
+def analyses(sample_analyses):
+    return sample_analyses
 
 
 def _name_pattern(tree) -> re.Pattern:

@@ -208,6 +208,8 @@ def test_retry_policy_delay_bounds():
         for retry_after in (0.0, 0.25, 3.0, 120.0):
             delay = policy.delay(3, retry_after, rng)
             assert retry_after <= delay <= 1.1 * retry_after
+        capped = policy.delay(3, 86_400.0, rng)  # a day: waits the cap, then tries (and may fail)
+        assert policy.retry_after_max_s <= capped <= 1.1 * policy.retry_after_max_s
     assert min(seen) < 0.55 and max(seen) > 0.95  # jittered over the whole range
     # Seeded: the same sequence again.
     a, b = random.Random(7), random.Random(7)

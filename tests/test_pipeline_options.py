@@ -127,8 +127,19 @@ def test_settings_from_options(manifest, tmp_path):
     assert settings.sample_config().seed == 9
 
 
+def test_unknown_backend_is_refused_with_the_choices(manifest, capsys):
+    with pytest.raises(SystemExit):
+        _settings(manifest, "--describer", "nope")
+    err = capsys.readouterr().err
+    assert "--describer" in err and "'evidence', 'gemini', 'openai', 'openai-compatible'" in err
+
+
 @pytest.mark.parametrize("flags, message", [
-    (["--describer", "nope"], "--describer"),
+    (["--rater", "openai-compatible", "--llm_model", "m"], "--llm_base_url"),
+    (["--describer", "openai-compatible", "--llm_base_url", "http://x/v1"], "--llm_model"),
+    (["--min_rating", "11"], "--min_rating"),
+    (["--llm_concurrency", "0"], "--llm_concurrency"),
+    (["--llm_batch", "submit"], "--llm_batch"),
     (["--max_rows_per_shard", "0"], "--max_rows_per_shard"),
     (["--test_fraction", "2"], "--test_fraction"),
     (["--test_fraction", "-0.1"], "--test_fraction"),

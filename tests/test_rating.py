@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from pipelines.concept_mentions import matcher_for
@@ -21,21 +19,10 @@ from schemas.analysis import ConceptCoverage, ConceptEvidence, PairAnalysis
 
 
 @pytest.fixture(scope="module")
-def described(tmp_path_factory, analyzer, tree):
+def described(sample_analyses, tree):
     """Real analysed sample pairs with the evidence describer's texts."""
-    from build_tools.sample_data import make_sample_pairs
-
-    folder = tmp_path_factory.mktemp("rating_pairs")
-    make_sample_pairs(folder, n=8, seed=21)
-    rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
     describer = EvidenceDescriber(tree)
-    out = []
-    for row in rows:
-        if row.get("expected_reject"):
-            continue
-        result = analyzer.analyze_files(folder / row["real"], folder / row["fake"])
-        assert result.ok
-        out.append((row["pair_id"], result.analysis, describer.describe(result.analysis, key=row["pair_id"])))
+    out = [(pair_id, analysis, describer.describe(analysis, key=pair_id)) for pair_id, analysis in sample_analyses]
     assert len(out) >= 6
     return out
 

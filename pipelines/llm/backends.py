@@ -259,7 +259,6 @@ class GeminiBackend(Backend):
         return contents, config
 
     def generate(self, request: LlmRequest) -> RawAnswer:
-        import httpx
         from google.genai import errors
 
         contents, config = self.contents_and_config(request)
@@ -271,7 +270,7 @@ class GeminiBackend(Backend):
             if exc.code in TRANSIENT_STATUS or (exc.code or 0) >= 500:
                 raise TransientError(detail, retry_after_seconds(headers)) from None
             raise PermanentError(detail) from None
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
+        except transport_errors() as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from None
         return self.answer_of(response)
 
@@ -343,6 +342,19 @@ def _error_text(error) -> str:
         message = error.get("message") or ""
         return _short(f"{label}: {message}" if label and message else message or label or str(error))
     return _short(str(error))
+
+
+def transport_errors() -> tuple[type[Exception], ...]:
+    """Timeouts and connection failures of the HTTP stacks google-genai may use (httpx, or
+    httpx2 when GOOGLE_GENAI_HTTP_CLIENT selects it)."""
+    found = []
+    for module in ("httpx", "httpx2"):
+        try:
+            lib = __import__(module)
+        except ImportError:
+            continue
+        found += [lib.TimeoutException, lib.TransportError]
+    return tuple(found)
 
 
 def _short(text: str, limit: int = 300) -> str:

@@ -41,11 +41,11 @@ class LlmCache:
         try:
             with FileSystems.open(path) as f:
                 entry = json.loads(f.read().decode("utf-8"))
+            if entry.get("key") != key:
+                return None
+            return RawAnswer(text=str(entry["text"]), usage=Usage(**entry.get("usage", {})))
         except Exception:  # noqa: BLE001 - missing, unreadable or corrupt: a miss, replaced by the next answer
             return None
-        if entry.get("key") != key:
-            return None
-        return RawAnswer(text=entry["text"], usage=Usage(**entry.get("usage", {})))
 
     def put(self, key: str, backend: str, model: str, template: TemplateRef | None, answer: RawAnswer) -> None:
         entry = {"key": key, "backend": backend, "model": model,

@@ -56,12 +56,14 @@ class RetryPolicy:
     max_attempts: int = 5
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
+    retry_after_max_s: float = 300.0  # a server asking for longer costs an attempt instead
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         """Seconds before attempt `attempt + 1`: the server's Retry-After when it gave one,
         else exponential backoff with full jitter (no two workers retry in step)."""
         if retry_after is not None:
-            return retry_after + rng.uniform(0, 0.1 * retry_after)
+            wait = min(retry_after, self.retry_after_max_s)
+            return wait + rng.uniform(0, 0.1 * wait)
         return rng.uniform(0.5, 1.0) * min(self.backoff_max_s, self.backoff_base_s * 2 ** attempt)
 
 
@@ -159,9 +161,11 @@ class LlmClient:
     def call(self, request: LlmRequest) -> RawAnswer:
         estimate = request.estimated_input_tokens(self.backend.name) + request.max_output_tokens // 4
         for attempt in range(self.retry.max_attempts):
-            waited = self.limiter.acquire(estimate)
             try:
                 with self.in_flight:
+                    # The rate slot is taken once a call may start, so calls that queued
+                    # for a free slot still start spaced out, never back to back.
+                    waited = self.limiter.acquire(estimate)
                     self.stats.add(calls=1, wait_s=waited)
                     raw = self.backend.generate(request)
             except TransientError as exc:

@@ -51,6 +51,19 @@ def add_llm_arguments(parser) -> None:
                             "(default 0; -1 keeps every pair and only counts them)")
 
 
+def check_llm_options(options) -> None:
+    """The numeric LLM options, checked even when no model is used (a typo should not wait
+    for the day a model is)."""
+    for name in ("llm_max_attempts", "llm_concurrency"):
+        if getattr(options, name) < 1:
+            raise SystemExit(f"--{name} must be at least 1")
+    for name in ("llm_rpm", "llm_tpm", "llm_timeout_s"):
+        if getattr(options, name) is not None and getattr(options, name) <= 0:
+            raise SystemExit(f"--{name} must be positive")
+    if options.llm_backoff_s < 0:
+        raise SystemExit("--llm_backoff_s must not be negative")
+
+
 def llm_config(options, backend: str, model: str | None, cache: str | None, mode: str = "live") -> LlmConfig:
     """The `LlmConfig` of a backend chosen on the command line; SystemExit when unusable."""
     try:
@@ -64,12 +77,7 @@ def llm_config(options, backend: str, model: str | None, cache: str | None, mode
     if needs_key and not vertex and api_key(backend, required=False) is None:
         raise SystemExit(f"no API key for {backend}: set {' or '.join(KEY_VARIABLES[backend])} "
                              f"in the environment (keys are read from the environment only)")
-    for name in ("llm_max_attempts", "llm_concurrency"):
-        if getattr(options, name) < 1:
-            raise SystemExit(f"--{name} must be at least 1")
-    for name in ("llm_rpm", "llm_tpm"):
-        if getattr(options, name) is not None and getattr(options, name) <= 0:
-            raise SystemExit(f"--{name} must be positive")
+    check_llm_options(options)
     return LlmConfig(
         backend=backend, model=model, cache=cache, base_url=options.llm_base_url,
         max_attempts=options.llm_max_attempts, rpm=options.llm_rpm, tpm=options.llm_tpm,

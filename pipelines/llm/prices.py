@@ -52,5 +52,5 @@ def load_prices(path: str | None = None) -> PriceTable:
         models = {name: Price(name, float(p["input"]), float(p["output"])) for name, p in data["models"].items()}
         return PriceTable(as_of=str(data.get("as_of", "")), batch_discount=float(data.get("batch_discount", 1.0)),
                           models=models)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"price table {path or 'bundled'}: each model needs input and output ({exc})") from None

@@ -55,8 +55,8 @@ class LlmRequest:
         no URL: the same model behind another endpoint answers the same)."""
         identity = {
             "backend": backend, "model": model, "template": self.template.model_dump(),
-            "system": self.system, "user": self.user, "images": [i.sha256 for i in self.images],
-            "temperature": self.temperature, "max_output_tokens": self.max_output_tokens,
+            "system": self.system, "user": self.user, "images": [f"{i.mime_type}:{i.sha256}" for i in self.images],
+            "temperature": float(self.temperature), "max_output_tokens": int(self.max_output_tokens),
             "schema": self.json_schema(), "correction": list(self.correction or ()),
         }
         canonical = json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
