@@ -996,6 +996,9 @@ _OPENAI_BATCH = re.compile(r"^/v1/batches/([^/]+)(/cancel)?$")
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate small writes; with Nagle's algorithm on, the
+    # body then waits for the client's delayed ACK (about 40 ms a response).
+    disable_nagle_algorithm = True
     server_version = "LocalLlm/1.0"
     sys_version = ""
     llm: LocalLlmServer  # set on the bound subclass
@@ -1115,10 +1118,12 @@ class _Handler(BaseHTTPRequestHandler):
             finally:
                 llm._leave()
             call.status = 200
+            call.finished = time.monotonic()  # before the client can see the answer
             self._send(200, payload, headers=headers)
         except _HttpError as exc:
             if call is not None:
                 call.status = exc.code
+                call.finished = time.monotonic()
             fault = call.fault if call is not None else None
             if fault is not None and fault.kind == "status" and fault.retry_after is not None:
                 headers["Retry-After"] = str(fault.retry_after)
@@ -1126,9 +1131,10 @@ class _Handler(BaseHTTPRequestHandler):
         except _Dropped:
             if call is not None:
                 call.status = 0
+                call.finished = time.monotonic()
             self._drop()
         finally:
-            if call is not None:
+            if call is not None and call.finished is None:
                 call.finished = time.monotonic()
 
     # ---- management endpoints
