@@ -2,8 +2,8 @@
 
 Checks the schema against `schemas.FifaSample`, every sample's internal consistency
 (one decodable mask per `[SEG]`, grounded phrases naming their concepts in order,
-boxes inside the image, the question's placeholders), that splits are disjoint by
-identity, shard sizes, the rejected table, and that the run report adds up and matches
+boxes inside the image, the question's placeholders), ratings and hallucinated concepts
+within the run's bars, that splits are disjoint by identity, shard sizes, the rejected table, and that the run report adds up and matches
 the rows on disk.  Returns the problems found (empty when the output is valid).
 """
 
@@ -109,6 +109,8 @@ def validate(output: str | Path) -> Validation:
         out.fail(f"datasets.load_from_disk({root}) failed: {exc}")
         return out
     expected = hf_features(FifaSample)
+    options = (_load_report(root) or {}).get("options", {})
+    min_rating, max_hallucinated = options.get("min_rating"), options.get("max_hallucinated")
     identities: dict[str, set[str]] = {s: set() for s in SPLITS}
     pair_split: dict[str, str] = {}
     seen_ids: set[str] = set()
@@ -131,6 +133,12 @@ def validate(output: str | Path) -> Validation:
                 out.fail(f"{split}/{row['sample_id']}: image is not a PNG")
                 continue
             _check_sample(row, split, tree, out, image_size)
+            rating = row.get("rating")
+            if min_rating is not None and rating and rating["overall"] < min_rating:
+                out.fail(f"{split}/{row['sample_id']}: rated {rating['overall']}, below --min_rating {min_rating}")
+            if max_hallucinated is not None and len(row.get("hallucinated_concepts") or []) > max_hallucinated:
+                out.fail(f"{split}/{row['sample_id']}: names {row['hallucinated_concepts']} without artifacts "
+                         f"(--max_hallucinated {max_hallucinated})")
             out.counts[(row["task"], split)] += 1
             identities[split].add(row["subject_id"] or row["pair_id"])
             if pair_split.setdefault(row["pair_id"], split) != split:
@@ -183,6 +191,9 @@ def _check_report(root: Path, out: Validation, pair_split: dict[str, str], pa) -
     if report is None:
         out.fail("run_report.json missing")
         return
+    if report.get("status") == "awaiting_batch":
+        out.fail(f"the run awaits batch answers for {report.get('pairs_pending')} pairs: run again with "
+                 f"--llm_batch collect")
     if report["inputs"] != report["pairs_written"] + report["pairs_rejected"]:
         out.fail(f"report: inputs {report['inputs']} != written {report['pairs_written']} + "
                  f"rejected {report['pairs_rejected']}")

@@ -302,3 +302,19 @@ def _default_model(backend: str) -> str:
     from pipelines.llm.backends import DEFAULT_MODELS
 
     return DEFAULT_MODELS[backend]
+
+
+def test_validate_accepts_the_output_and_checks_the_bars(openai_runs, tmp_path):
+    import shutil
+
+    from build_tools.validate import validate
+
+    out = openai_runs["root"] / "out1"
+    assert validate(out).ok, validate(out).problems
+    stricter = tmp_path / "stricter"
+    shutil.copytree(out, stricter)
+    report = json.loads((stricter / "run_report.json").read_text())
+    report["options"]["min_rating"] = 9  # as if the samples (rated 8) had been kept by a lower bar
+    (stricter / "run_report.json").write_text(json.dumps(report))
+    problems = validate(stricter).problems
+    assert problems and all("below --min_rating 9" in p for p in problems)
