@@ -37,3 +37,24 @@ def test_openai_schema_keeps_structure_and_drops_what_strict_mode_refuses():
                                                "maximum": 10, "minimum": 1, "type": "integer"}
     assert "title" not in schema and "minLength" not in openai_schema(Explanation.model_json_schema())[
         "properties"]["explanation"]
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+def test_a_key_echoed_in_an_error_never_reaches_the_rejected_detail(backend, request_, monkeypatch, caplog):
+    from build_tools.llm_server import Fault, LocalLlmServer
+    from pipelines.llm.client import LlmClient, LlmFailed, RetryPolicy
+
+    key = "sk-proj-" + "Zx9" * 12 if backend == "openai" else "AIzaSy" + "Q7w" * 11
+    monkeypatch.setenv("OPENAI_API_KEY" if backend == "openai" else "GEMINI_API_KEY", key)
+    echo = f"Incorrect API key provided: {key}. Also masked: sk-proj-****{key[-4:]}"
+    with LocalLlmServer(faults=lambda call: Fault.status(401, message=echo)) as server:
+        url = server.openai_base_url if backend == "openai" else server.url
+        cls = OpenAIBackend if backend == "openai" else GeminiBackend
+        client = LlmClient(cls(BackendConfig(backend, "m", base_url=url)), retry=RetryPolicy(max_attempts=2))
+        with caplog.at_level("DEBUG"), pytest.raises(LlmFailed) as info:
+            client.ask(request_)
+        assert server.api_keys_seen == {key}
+    detail = str(info.value)
+    assert "HTTP 401" in detail and "[redacted]" in detail
+    assert key not in detail and key[-12:] not in detail
+    assert key not in caplog.text

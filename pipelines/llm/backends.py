@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
@@ -180,7 +181,7 @@ class OpenAIBackend(Backend):
         try:
             response = self.client.chat.completions.create(**self.body(request))
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}") from None
+            raise TransientError(_short(f"{type(exc).__name__}: {exc}")) from None
         except openai.APIStatusError as exc:
             detail = f"HTTP {exc.status_code}: {_short(exc.message)}"
             if exc.status_code in TRANSIENT_STATUS or exc.status_code >= 500:
@@ -271,7 +272,7 @@ class GeminiBackend(Backend):
                 raise TransientError(detail, retry_after_seconds(headers)) from None
             raise PermanentError(detail) from None
         except transport_errors() as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}") from None
+            raise TransientError(_short(f"{type(exc).__name__}: {exc}")) from None
         return self.answer_of(response)
 
     @staticmethod
@@ -357,8 +358,25 @@ def transport_errors() -> tuple[type[Exception], ...]:
     return tuple(found)
 
 
+# Key-shaped strings (OpenAI "sk-...", Google "AIza...") as providers sometimes echo them,
+# masked or not, in error messages.
+_KEY_SHAPES = re.compile(r"\b(sk-[A-Za-z0-9_*\-]{6,}|AIza[0-9A-Za-z_\-]{10,})")
+
+
+def redact(text: str) -> str:
+    """The text without any API key of the environment or anything shaped like one."""
+    for variables in KEY_VARIABLES.values():
+        for variable in variables:
+            value = os.environ.get(variable)
+            if value and len(value) >= 8:
+                text = text.replace(value, "[redacted]")
+    return _KEY_SHAPES.sub("[redacted]", text)
+
+
 def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
+    """One line of an error, at most `limit` characters, with keys redacted: it ends up in
+    logs and in the rejected table."""
+    text = redact(" ".join(str(text).split()))
     return text if len(text) <= limit else text[:limit] + "…"
 
 
