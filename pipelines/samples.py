@@ -144,13 +144,14 @@ class SampleMaker:
 
         def add(task: str, variant: str, question: str, answer: str, *, fake: bool = True,
                 seg: list[RleMask] = (), concepts: list[str] = (), bbox: list[int] | None = None,
-                sid: str | None = None) -> None:
+                sid: str | None = None, explanation: str = "") -> None:
+            """One sample; `explanation` is the describer's text the answer renders, the
+            only part of an answer that can hallucinate (fixed phrasings are ours)."""
             negative = variant == "neg"
             sid = sid or sample_id(pair.pair_id, task, variant)
             if answer.count("[SEG]") != len(seg):
                 raise AssertionError(f"{task}: {answer.count('[SEG]')} [SEG] but {len(seg)} masks")
-            # A negative's answer names the clean region it was asked about, rightly.
-            named = self.matcher.hallucinated(answer, flagged | (set(concepts) if negative else set()))
+            named = self.matcher.hallucinated(explanation, flagged) if explanation else []
             samples.append(FifaSample(
                 sample_id=sid, pair_id=pair.pair_id, task=task, split=split,
                 image=item.fake_png if fake else item.real_png, is_fake=fake, negative=negative,
@@ -189,10 +190,11 @@ class SampleMaker:
             sid = sample_id(pair.pair_id, task, "pos")
             if task == "i_toe":
                 add(task, "pos", ask(task, sid), render(text, self.tree, grounded=False),
-                    concepts=grounded, sid=sid)
+                    concepts=grounded, sid=sid, explanation=text)
             elif task == "i_age":
                 add(task, "pos", ask(task, sid), render(text, self.tree, grounded=True),
-                    seg=[masks.artifact_rle(c) for c in grounded], concepts=grounded, sid=sid)
+                    seg=[masks.artifact_rle(c) for c in grounded], concepts=grounded, sid=sid,
+                    explanation=text)
             else:
                 add(task, "pos", ask(task, sid), say("loc", sid), seg=[masks.artifact_rle()], sid=sid)
 
@@ -207,10 +209,12 @@ class SampleMaker:
                 refs = referenced(text)
                 question = ask(task, sid, region=name)
                 if task == "r_toe":
-                    add(task, "pos", question, render(text, self.tree, False), concepts=refs, sid=sid)
+                    add(task, "pos", question, render(text, self.tree, False), concepts=refs, sid=sid,
+                        explanation=text)
                 elif task == "r_age":
                     add(task, "pos", question, render(text, self.tree, True),
-                        seg=[masks.artifact_rle(c) for c in refs], concepts=refs, sid=sid)
+                        seg=[masks.artifact_rle(c) for c in refs], concepts=refs, sid=sid,
+                        explanation=text)
                 else:
                     add(task, "pos", question, say("loc", sid), seg=[masks.artifact_rle(positive)],
                         concepts=[positive], sid=sid)
@@ -234,12 +238,12 @@ class SampleMaker:
                 sid = sample_id(pair.pair_id, task, "pos")
                 if task == "b_toe":
                     add(task, "pos", ask(task, sid), render(text, self.tree, False),
-                        concepts=in_box, bbox=box, sid=sid)
+                        concepts=in_box, bbox=box, sid=sid, explanation=text)
                 elif task == "b_age":
                     refs = referenced(text)  # a model's prose may not name every concept it covers
                     add(task, "pos", ask(task, sid), render(text, self.tree, True),
                         seg=[_rle(masks.artifact(c) & inside) for c in refs], concepts=refs,
-                        bbox=box, sid=sid)
+                        bbox=box, sid=sid, explanation=text)
                 else:
                     add(task, "pos", ask(task, sid), say("loc", sid),
                         seg=[_rle(item.artifact_mask & inside)], bbox=box, sid=sid)
