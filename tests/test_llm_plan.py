@@ -97,3 +97,18 @@ def test_estimate_prints_a_readable_table(two_pairs, no_keys, capsys):
     assert main(["estimate", "--input", str(two_pairs), "--describer", "gemini", "--sample", "1"]) == 0
     out = capsys.readouterr().out
     assert "gemini/gemini-2.5-flash" in out and "calls" in out and "$" in out
+
+
+def test_rater_none_keeps_every_pair_unrated(two_pairs, tmp_path, no_keys):
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from datasets import load_from_disk
+
+    from pipelines.fifa_annotate import run
+
+    out = tmp_path / "out"
+    run(["--input", str(two_pairs), "--output", str(out), "--rater", "none"], runner=FnApiRunner())
+    report = json.loads((out / "run_report.json").read_text())
+    assert report["pairs_written"] == 2 and report["ratings"]["pairs_rated"] == 0
+    rows = list(load_from_disk(str(out / "train"))) + list(load_from_disk(str(out / "test")))
+    assert rows and all(r["rating"] is None and r["provenance"]["rater"] is None for r in rows)
+    assert report["hallucination"]["texts"] > 0 and report["hallucination"]["rate"] == 0.0
