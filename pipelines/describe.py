@@ -236,9 +236,14 @@ class EvidenceDescriber(Describer):
 DESCRIBERS = {"evidence": EvidenceDescriber}
 
 
-def make_describer(name: str, tree: ConceptTree, **options) -> Describer:
+def make_offline(registry: dict[str, type], kind: str, name: str, tree: ConceptTree, **options):
+    """An offline describer or rater by name (the LLM ones are built from an `LlmClient`)."""
     try:
-        cls = DESCRIBERS[name]
+        cls = registry[name]
     except KeyError:
-        raise ValueError(f"unknown describer {name!r}; choose one of {sorted(DESCRIBERS)}") from None
+        raise ValueError(f"unknown {kind} {name!r}; choose one of {sorted(registry)}") from None
     return cls(tree, **options)
+
+
+def make_describer(name: str, tree: ConceptTree, **options) -> Describer:
+    return make_offline(DESCRIBERS, "describer", name, tree, **options)

@@ -24,6 +24,7 @@ from pipelines.describe import (
     SHARPNESS_LOW,
     TONE_DELTA,
     grounded_leaves,
+    make_offline,
 )
 from schemas.analysis import ConceptEvidence, PairAnalysis
 from schemas.fifa import TemplateRef
@@ -249,8 +250,4 @@ RATERS = {"evidence": EvidenceRater}
 
 
 def make_rater(name: str, tree: ConceptTree, **options) -> Rater:
-    try:
-        cls = RATERS[name]
-    except KeyError:
-        raise ValueError(f"unknown rater {name!r}; choose one of {sorted(RATERS)}") from None
-    return cls(tree, **options)
+    return make_offline(RATERS, "rater", name, tree, **options)
