@@ -475,6 +475,7 @@ class LocalLlmServer:
         self._in_flight = 0
         self._max_in_flight = 0
         self._keys: set[str] = set()
+        self.tokens_issued: list[str] = []  # OAuth access tokens handed out at TOKEN_PATH
         self._files: dict[str, _StoredFile] = {}
         self._uploads: dict[str, dict] = {}
         self._batches: dict[str, _Batch] = {}
@@ -988,6 +989,10 @@ class _QuietServer(ThreadingHTTPServer):
 
 _GEMINI_GENERATE = re.compile(r"^/(v1beta|v1|v1alpha)/(models|tunedModels)/([^/:]+):(generateContent|"
                               r"batchGenerateContent)$")
+# Vertex AI's path for the same call; authenticated with an OAuth bearer token.
+_VERTEX_GENERATE = re.compile(r"^/(v1beta1|v1)/projects/([^/]+)/locations/([^/]+)/publishers/google/models/"
+                              r"([^/:]+):generateContent$")
+TOKEN_PATH = "/oauth2/token"  # a service account's token_uri can point here (Vertex AI tests)
 _GEMINI_BATCH = re.compile(r"^/(v1beta|v1|v1alpha)/batches/([^/:]+)(:cancel)?$")
 _GEMINI_FILE = re.compile(r"^/(v1beta|v1|v1alpha)/files/([^/:]+)(:download)?$")
 _OPENAI_FILE = re.compile(r"^/v1/files/([^/]+)(/content)?$")
@@ -1047,7 +1052,9 @@ class _Handler(BaseHTTPRequestHandler):
         if protocol == "openai":
             auth = self.headers.get("Authorization") or ""
             return (auth[7:].strip() or None) if auth.lower().startswith("bearer ") else None
-        return self.headers.get("x-goog-api-key") or (query.get("key") or [None])[0]
+        auth = self.headers.get("Authorization") or ""
+        bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        return self.headers.get("x-goog-api-key") or (query.get("key") or [None])[0] or bearer
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -1065,13 +1072,18 @@ class _Handler(BaseHTTPRequestHandler):
         protocol = "openai" if path == "/v1" or path.startswith("/v1/") else "gemini"
         raw = self._body() if method == "POST" else b""
         api_key = self._api_key(protocol, query)
+        if method == "POST" and path == TOKEN_PATH:  # OAuth token endpoint (service-account JWT grant)
+            token = f"ya29.local-{llm._new_id('')}"
+            llm.tokens_issued.append(token)
+            self._send(200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
+            return
         generate = None
         if method == "POST":
             if protocol == "openai" and path == "/v1/chat/completions":
                 generate = "openai"
             else:
                 m = _GEMINI_GENERATE.match(path)
-                if m and m.group(4) == "generateContent":
+                if (m and m.group(4) == "generateContent") or _VERTEX_GENERATE.match(path):
                     generate = "gemini"
         if generate is not None:
             self._serve_generation(generate, path, raw, api_key)
@@ -1109,6 +1121,9 @@ class _Handler(BaseHTTPRequestHandler):
                 model = m.group(3) if m else ""
                 if m and m.group(2) == "tunedModels":
                     model = f"tunedModels/{model}"
+                vertex = _VERTEX_GENERATE.match(path)
+                if vertex:
+                    model = vertex.group(4)
             if protocol == "openai" and isinstance(body, dict) and body.get("stream"):
                 raise _HttpError(400, "stream=true is not supported by the local server.")
             call = llm._make_call(protocol, model, body, kind="generate", path=path, api_key=api_key)
