@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default=None,
                         help="JSON file to write (default bench_TARGET.json)")
     parser.add_argument("--all-cores", action="store_true", help="do not pin to one core")
+    parser.add_argument("--pipeline-pairs", type=int, default=8,
+                        help="llm: also describe and rate this many generated pairs through the pipeline "
+                             "(0: the client scenarios only; default 8)")
 
 
 def _pin_to_one_core() -> None:
@@ -173,7 +176,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.target == "llm":
         from build_tools.bench_llm import bench_llm, summary
 
-        report = {**bench_llm(), "machine": _machine()}
+        report = {**bench_llm(pipeline_pairs=args.pipeline_pairs), "machine": _machine()}
         Path(args.output or "bench_llm.json").write_text(json.dumps(report, indent=2) + "\n")
         print(summary(report))
         print(f"wrote {args.output or 'bench_llm.json'}")

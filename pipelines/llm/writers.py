@@ -11,6 +11,7 @@ counts them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 import cv2
@@ -117,15 +118,28 @@ class LlmDescriber(Describer):
             raise ValueError(f"the {self.name} describer needs the pair's crops")
         return super().describe(analysis, key, _Shown(pair, PairImages(self.tree, pair)))
 
+    @cached_property
+    def _pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(self.client.in_flight.limit, thread_name_prefix="facext-describe-jobs")
+
     def run_jobs(self, jobs: dict[str, Callable[[], str]]) -> dict[str, str]:
-        """Every job of a level, even when some are deferred to a batch: a batch round
-        then holds all of them."""
+        """The jobs of a level at once (they do not depend on each other; the client bounds
+        the calls in flight), so a pair with many flagged concepts is not one slow chain.
+        Every job runs even when some are deferred to a batch: a batch round then holds all
+        of them.  A dry run goes in order, so its prompts are numbered the same every time."""
+        if self.client.mode == "dry_run" or len(jobs) < 2:
+            outcomes = {name: _outcome(job) for name, job in jobs.items()}
+        else:
+            futures = {name: self._pool.submit(_outcome, job) for name, job in jobs.items()}
+            outcomes = {name: future.result() for name, future in futures.items()}
         done, deferred = {}, []
-        for name, job in jobs.items():
-            try:
-                done[name] = job()
-            except LlmDeferred as exc:
-                deferred += exc.requests
+        for name, (text, error) in outcomes.items():
+            if isinstance(error, LlmDeferred):
+                deferred += error.requests
+            elif error is not None:
+                raise error
+            else:
+                done[name] = text
         if deferred:
             raise LlmDeferred(deferred)
         return done
@@ -160,6 +174,13 @@ class LlmDescriber(Describer):
 
     def templates(self) -> list[TemplateRef]:
         return [self.prompts[k].ref for k in ("concept_explanation", "parent_aggregation", "image_aggregation")]
+
+
+def _outcome(job: Callable[[], str]) -> tuple[str | None, Exception | None]:
+    try:
+        return job(), None
+    except Exception as exc:  # noqa: BLE001 - handed back to the caller, which raises it
+        return None, exc
 
 
 class _Shown:
