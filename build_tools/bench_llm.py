@@ -123,8 +123,8 @@ def run_pipeline_scenario(pairs: int = 8, latency_s: float = 0.2, concurrency: i
             "max_in_flight": peak}
 
 
-def bench_llm(scenarios=SCENARIOS, pipeline_pairs: int = 0) -> dict:
-    results = [run_scenario(Scenario(*row)) for row in scenarios]
+def bench_llm(scenarios=None, pipeline_pairs: int = 0) -> dict:
+    results = [run_scenario(Scenario(*row)) for row in (SCENARIOS if scenarios is None else scenarios)]
     report = {"target": "llm", "scenarios": results}
     if pipeline_pairs:
         report["pipeline"] = run_pipeline_scenario(pairs=pipeline_pairs)

@@ -28,7 +28,6 @@ def test_cli_writes_json(tmp_path, monkeypatch):
     from build_tools.cli import main
 
     monkeypatch.setattr(bench_llm, "SCENARIOS", ((0.02, 2, None, 6),))
-    monkeypatch.setattr(bench_llm.bench_llm, "__defaults__", (bench_llm.SCENARIOS,))
     out = tmp_path / "bench.json"
     assert main(["bench", "llm", "-o", str(out), "--pipeline-pairs", "0"]) == 0
     report = json.loads(out.read_text())
