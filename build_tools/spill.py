@@ -4,8 +4,8 @@ A shuffle (GroupByKey, Reshuffle) on the local FnApiRunner holds everything it c
 memory until the next stage runs, and on Dataflow every byte it carries is paid for.
 Pair crops and sample rows are hundreds of kilobytes; `Spill` writes each element once
 to a file of its bundle (under a folder every worker can reach, e.g. OUTPUT/_tmp) and
-passes on a `SpillRef` of a few dozen bytes; `read_spilled` brings the element back
-where it is needed.  The files go when the run's _tmp folder is removed.
+passes on a `SpillRef` of a few dozen bytes; `SpillReader` brings the element back
+where it is needed (`SpilledBatches` regroups pairs into batches this way).  The files go when the run's _tmp folder is removed.
 """
 
 from __future__ import annotations
@@ -71,31 +71,6 @@ class SpillReader:
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
-
-
-class _Unspill(beam.DoFn):
-    def start_bundle(self) -> None:
-        self.reader = SpillReader()
-
-    def process(self, ref: SpillRef):
-        yield self.reader.read(ref)
-
-    def finish_bundle(self) -> None:
-        self.reader.close()
-
-
-class SpilledReshuffle(beam.PTransform):
-    """`beam.Reshuffle()` whose shuffle carries references instead of the elements."""
-
-    def __init__(self, spill_dir: str):
-        super().__init__()
-        self.spill_dir = spill_dir
-
-    def expand(self, pcoll):
-        return (pcoll
-                | "Spill" >> beam.ParDo(Spill(self.spill_dir))
-                | "Reshuffle references" >> beam.Reshuffle()
-                | "Read back" >> beam.ParDo(_Unspill()))
 
 
 class _UnspillBatch(beam.DoFn):

@@ -47,7 +47,7 @@ from functools import cached_property, lru_cache
 from itertools import product
 from typing import NamedTuple
 
-from fict.tree import ConceptTree, load_tree
+from fict.tree import ConceptTree
 
 REFERENCE = r"\[\[(?P<ref>[A-Za-z0-9_]+)\]\]"
 # Between the words of a phrase: spaces, or a hyphen (any dash-like hyphen) with optional spaces.
@@ -224,13 +224,3 @@ class ConceptMatcher:
 def matcher_for(tree: ConceptTree) -> ConceptMatcher:
     """One matcher per tree (building one takes ~0.15 s)."""
     return ConceptMatcher(tree)
-
-
-def hallucinated(text: str, flagged: set[str], tree: ConceptTree | None = None) -> list[str]:
-    """`ConceptMatcher.hallucinated` with the matcher of `tree` (default: the FICT)."""
-    return matcher_for(tree or load_tree()).hallucinated(text, flagged)
-
-
-def to_references(text: str, flagged: set[str], tree: ConceptTree | None = None) -> str:
-    """`ConceptMatcher.to_references` with the matcher of `tree` (default: the FICT)."""
-    return matcher_for(tree or load_tree()).to_references(text, flagged)

@@ -358,12 +358,12 @@ class Rate(LlmStage):
 
     def setup(self) -> None:
         from fict.tree import load_tree
-        from pipelines.concept_mentions import ConceptMatcher
+        from pipelines.concept_mentions import matcher_for
         from pipelines.rating import make_rater
 
         super().setup()
         tree = load_tree()
-        self.matcher = ConceptMatcher(tree)
+        self.matcher = matcher_for(tree)
         if self.client is not None:
             from pipelines.llm.writers import LlmRater
 
@@ -384,11 +384,12 @@ class Rate(LlmStage):
         item, description = element
         flagged = set(item.flagged)
         texts = [description.image, *description.concepts.values()]
-        found = [self.matcher.hallucinated(text, flagged) for text in texts]
+        mentioned = [self.matcher.mentioned(text) for text in texts]  # one scan a text
+        found = [[c for c in ids if c not in flagged] for ids in mentioned]
         hallucinated = list(dict.fromkeys(c for names in found for c in names))
         out = [event(("hallucination", "texts"), len(texts)),
                event(("hallucination", "texts_hallucinating"), sum(1 for names in found if names)),
-               event(("hallucination", "mentions"), sum(len(self.matcher.find(text)) for text in texts)),
+               event(("hallucination", "mentions"), sum(len(ids) for ids in mentioned)),
                event(("hallucination", "hallucinated_mentions"), sum(len(names) for names in found))]
 
         def reject(reason: RejectReason, detail: str, **fields) -> list:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from fict.tree import ConceptTree
-from pipelines.concept_mentions import ConceptMatcher
+from pipelines.concept_mentions import matcher_for
 from pipelines.describe import PairDescription, grounded_leaves, referenced, render
 from prompts.instructions import InstructionLibrary
 from schemas.analysis import PairAnalysis
@@ -129,7 +129,7 @@ class SampleMaker:
         self.config = config or SampleConfig()
         self.facext_version = facext_version
         self.options_hash = options_hash
-        self.matcher = ConceptMatcher(tree)
+        self.matcher = matcher_for(tree)
 
     def make(self, item: AnalyzedPair, description: PairDescription,
              check: TextCheck | None = None) -> list[FifaSample]:

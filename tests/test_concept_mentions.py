@@ -8,7 +8,7 @@ import random
 import pytest
 
 from fict.tree import ConceptNode, ConceptTree
-from pipelines.concept_mentions import ConceptMatcher, Mention, hallucinated, matcher_for, to_references
+from pipelines.concept_mentions import ConceptMatcher, Mention, matcher_for
 from pipelines.describe import render
 
 
@@ -95,7 +95,7 @@ def test_hallucinated_lists_unflagged_mentions_once_in_order(matcher, tree):
     text = "The hair and the [[lips]] changed; the nose, the hair again, and the lip."
     assert matcher.hallucinated(text, {"lips"}) == ["hair", "nose"]
     assert matcher.hallucinated(text, {"lips", "hair", "nose"}) == []
-    assert hallucinated(text, {"lips"}, tree) == ["hair", "nose"]  # module-level, cached matcher
+    assert matcher_for(tree) is matcher  # one matcher per tree, shared by every stage
     # Generic words are real concepts: "teeth" is the mouth opening, "face" the face.
     assert matcher.hallucinated("The teeth and the face look fine.", set()) == ["mouth_opening", "face"]
 
@@ -112,7 +112,7 @@ def test_to_references_round_trips_through_render(matcher, tree):
         for n in chosen:  # flagged names became references, the others stayed as written
             assert (f"[[{n.id}]]" in referenced) == (n.id in flagged)
         assert "[[nose]]" in referenced
-    assert to_references("Both lips and the Left Eye.", {"lips"}, tree) == "Both [[lips]] and the Left Eye."
+    assert matcher.to_references("Both lips and the Left Eye.", {"lips"}) == "Both [[lips]] and the Left Eye."
     assert matcher.to_references("no concept here", {"lips"}) == "no concept here"
 
 

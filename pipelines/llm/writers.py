@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from fict.tree import ConceptTree
-from pipelines.concept_mentions import ConceptMatcher
+from pipelines.concept_mentions import matcher_for
 from pipelines.describe import Describer, evidence_phrases, grounded_leaves, render
 from pipelines.llm.client import LlmClient, LlmDeferred
 from pipelines.llm.request import ImagePart, LlmRequest
@@ -111,7 +111,7 @@ class LlmDescriber(Describer):
         self.client = client
         self.prompts = prompts or load_prompts()
         self.name, self.model = client.name, client.model
-        self.matcher = ConceptMatcher(tree)
+        self.matcher = matcher_for(tree)
 
     def describe(self, analysis: PairAnalysis, key: str, pair=None):
         if pair is None:
