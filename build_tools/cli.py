@@ -95,6 +95,22 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from build_tools.report_html import ReportError, Selection, write_report
+
+    selection = Selection(per_task=args.per_task, tasks=tuple(args.task or ()),
+                          concepts=tuple(args.concept or ()), rejected=args.rejected,
+                          max_rejected=args.max_rejected)
+    try:
+        drawn = write_report(args.output, args.out, selection)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {drawn['page']}: {drawn['samples']} samples of {drawn['pairs']} pairs, "
+          f"{drawn['images']} pictures")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facext", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +157,24 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--batch", action="store_true", help="price at the batch APIs' half price")
     est.add_argument("--json", action="store_true", help="print JSON")
     est.set_defaults(func=_cmd_estimate)
+
+    report = sub.add_parser(
+        "report", help="draw a run as one HTML page: pictures, texts, ratings, distributions",
+        description="Writes a static page (pictures in PAGE_files/ beside it): the run's figures, plots "
+                    "of the distributions, the concept tree with flag counts, and a card per selected "
+                    "sample. Example: facext report out/fifa_instruct -o report.html --task r_loc "
+                    "--per-task 5")
+    report.add_argument("output", help="the pipeline's --output folder")
+    report.add_argument("-o", "--out", default="report.html", help="page to write (default report.html)")
+    report.add_argument("--per-task", type=int, default=2, help="samples per task (default 2)")
+    report.add_argument("--task", action="append", help="only this task (repeat for several)")
+    report.add_argument("--concept", action="append",
+                        help="only samples grounding this FICT node or one below it (id or name; repeatable)")
+    report.add_argument("--rejected", action="store_true",
+                        help="add the rejected inputs: stage, reason, detail and their images")
+    report.add_argument("--max-rejected", type=int, default=40,
+                        help="rejected rows drawn with their images (all are listed; default 40)")
+    report.set_defaults(func=_cmd_report)
 
     bench = sub.add_parser("bench", help="measure speed")
     from build_tools.bench import add_arguments as bench_arguments

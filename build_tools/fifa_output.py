@@ -104,6 +104,11 @@ class FifaOutput:
             FileSystems.mkdirs(self.root)
         self.started = time.perf_counter()
 
+    def progress_dir(self) -> str | None:
+        """Where local workers count finished pairs for the progress line (local outputs
+        only; under _tmp, so finalize removes it)."""
+        return None if "://" in self.root else join(self.tmp, "progress")
+
     def write(self, samples, rejected, events: tuple, pending: tuple = ()) -> None:
         """Add the writing steps to the graph."""
         if pending:
@@ -265,6 +270,9 @@ def build_report(settings, events: dict[tuple, float], shards: dict, wall_s: flo
         remaining -= dropped
     by_task, by_split, by_task_split = _breakdown(events, "samples", TASKS, SPLITS)
     seconds = {k[1]: round(v, 3) for k, v in sorted(events.items()) if k[0] == "seconds"}
+    # The prompt and instruction templates the written pairs used, with how many pairs each.
+    templates = [{"id": k[1], "version": k[2], "pairs": int(v)}
+                 for k, v in sorted(events.items()) if k[0] == "template"]
     report = {
         "pipeline": "fifa_annotate",
         "status": "awaiting_batch" if awaiting else "complete",
@@ -275,6 +283,8 @@ def build_report(settings, events: dict[tuple, float], shards: dict, wall_s: flo
         "options": {**settings.shaping(), "max_rows_per_shard": settings.max_rows_per_shard,
                     "allow_absolute_paths": settings.allow_absolute_paths},
         "options_hash": settings.options_hash(),
+        "fict_version": _tree_version(),
+        "prompt_templates": templates,
         "inputs": inputs,
         # While batch answers are awaited no shard is written: the pairs done so far are
         # `pairs_ready`, and the run that collects the last answers writes them.
@@ -290,6 +300,7 @@ def build_report(settings, events: dict[tuple, float], shards: dict, wall_s: flo
         "llm": llm_report(settings, events, batch),
         "ratings": ratings_report(settings, events),
         "hallucination": hallucination_report(events),
+        "concepts": concepts_report(events),
         "timings": {"wall_s": round(wall_s, 3),
                     "pairs_per_s": round(inputs / wall_s, 3) if wall_s > 0 else None,
                     "analysis_s_by_step_written_pairs": seconds},
@@ -298,6 +309,12 @@ def build_report(settings, events: dict[tuple, float], shards: dict, wall_s: flo
         report["pairs_pending"] = pending
         report["pairs_ready"] = written
     return report
+
+
+def _tree_version() -> int:
+    from fict.tree import load_tree
+
+    return load_tree().version
 
 
 LLM_COUNTS = ("calls", "cache_hits", "cache_misses", "retries", "failed", "invalid_answers", "deferred",
@@ -359,6 +376,28 @@ def ratings_report(settings, events: dict[tuple, float]) -> dict[str, Any]:
              for c, h in histograms.items()}
     return {"rater": settings.rater, "min_rating": settings.min_rating, "pairs_rated": rated,
             "mean": means, "histograms": histograms}
+
+
+def concepts_report(events: dict[tuple, float]) -> dict[str, Any]:
+    """Over the written pairs: pairs per flagged FICT node (every node, 0 when never
+    flagged), and histograms in tenths of the coverage of flagged atomic concepts and of
+    the changed fraction of the face."""
+    from fict.tree import load_tree
+    from pipelines.fifa_stages import COVERAGE_BINS
+
+    flagged = {node.id: 0 for node in load_tree().nodes}
+    bins = {"coverage": {}, "changed_face": {}}
+    for key, value in events.items():
+        if key[0] == "flagged":
+            flagged[key[1]] = flagged.get(key[1], 0) + int(value)
+        elif key[0] in bins:
+            bins[key[0]][key[1]] = int(value)
+    edges = [f"{b / COVERAGE_BINS:.1f}-{(b + 1) / COVERAGE_BINS:.1f}" for b in range(COVERAGE_BINS)]
+    return {
+        "flagged_pairs": flagged,
+        "coverage_histogram": {e: bins["coverage"].get(str(b), 0) for b, e in enumerate(edges)},
+        "changed_face_histogram": {e: bins["changed_face"].get(str(b), 0) for b, e in enumerate(edges)},
+    }
 
 
 def hallucination_report(events: dict[tuple, float]) -> dict[str, Any]:

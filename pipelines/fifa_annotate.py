@@ -17,6 +17,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from build_tools.fifa_output import FifaOutput
+from build_tools.progress import count_into, watch_counts
+from build_tools.shards import join
 from build_tools.spill import SpilledBatches
 from pipelines.beam_tags import EVENTS, OK, PENDING, REJECTED, split_outputs
 from pipelines.fifa_stages import (
@@ -31,7 +33,7 @@ from pipelines.fifa_stages import (
 from pipelines.llm.options import add_llm_arguments, bare_flags
 from pipelines.manifest_io import ReadManifest
 from pipelines.options import expand_config, known_option_names
-from pipelines.runners import run_pipeline
+from pipelines.runners import is_local, run_pipeline
 from pipelines.settings import FifaSettings
 
 
@@ -71,8 +73,9 @@ def pair_id_of(item) -> str:
     return item.pair.pair_id
 
 
-def build(p: beam.Pipeline, settings: FifaSettings, output: FifaOutput) -> None:
-    """The graph.  Each stage's refusals go to `rejected`, its counts to `events`."""
+def build(p: beam.Pipeline, settings: FifaSettings, output: FifaOutput, progress_dir: str | None = None) -> None:
+    """The graph.  Each stage's refusals go to `rejected`, its counts to `events`; with
+    `progress_dir` (local runs) every finished pair is also counted there."""
     analysis = settings.analysis_config()
     manifest = p | "Read manifest" >> ReadManifest(settings.manifests, settings.allow_absolute_paths)
     loaded = stage(manifest["pairs"], "Load and validate pair", LoadPair())
@@ -94,6 +97,29 @@ def build(p: beam.Pipeline, settings: FifaSettings, output: FifaOutput) -> None:
                 | "All rejected" >> beam.Flatten())
     events = (manifest["events"], concepts[EVENTS], described[EVENTS], rated[EVENTS], samples[EVENTS])
     output.write(samples[OK], rejected, events, (described[PENDING], rated[PENDING]))
+    if progress_dir:
+        count_progress(progress_dir, "analysed", manifest["rejected"], loaded[REJECTED], located[REJECTED],
+                       artifacts[REJECTED], concepts[REJECTED], concepts[OK])
+        count_progress(progress_dir, "passed", concepts[OK])
+        count_progress(progress_dir, "finished", described[REJECTED], rated[REJECTED], samples[REJECTED])
+        count_progress(progress_dir, "finished", described[EVENTS], rated[EVENTS], samples[EVENTS],
+                       weight=_finishing, first=3)
+
+
+def count_progress(folder: str, group: str, *pcolls, weight=None, first: int = 0) -> None:
+    """Counts pairs into `folder/group` for the progress line.  Each collection is counted
+    in the stage that makes it (a Flatten would hold the counts back to the end of a
+    local run)."""
+    for i, pcoll in enumerate(pcolls, first):
+        _ = pcoll | f"Progress {group} {i}" >> beam.ParDo(count_into(join(folder, group), weight))
+
+
+def _finishing(event) -> int:
+    """1 for the events that end a pair's way (written, or waiting for a batch answer)."""
+    return int(event[1]) if event[0][0] in FINISHED else 0
+
+
+FINISHED = ("pairs_written", "pending")  # events that end a pair's way (rejects end the others')
 
 
 def run(argv: list[str] | None = None, runner=None) -> FifaOutput:
@@ -113,7 +139,14 @@ def run(argv: list[str] | None = None, runner=None) -> FifaOutput:
             return output
         settings = output.settings  # now knows which requests failed in their batch
     output.prepare()
-    run_pipeline(lambda p: build(p, settings, output), options, runner)
+    progress_dir = output.progress_dir() if is_local(options, runner) else None
+    if progress_dir:
+        phases = [("fifa_annotate: analysing", "analysed", settings.expected_inputs),
+                  ("fifa_annotate: describing, rating, writing", "finished", "passed")]
+        with watch_counts(progress_dir, phases, "pair"):
+            run_pipeline(lambda p: build(p, settings, output, progress_dir), options, runner)
+    else:
+        run_pipeline(lambda p: build(p, settings, output), options, runner)
     output.finalize()
     print(output.summary())
     return output

@@ -448,9 +448,30 @@ class MakeSamples(StageFn):
         samples = self.maker.make(item, description, check)
         self.made.inc(len(samples))
         yield event(("pairs_written",))
+        yield from concept_events(item.analysis)
+        templates = {(t.id, t.version) for sample in samples for t in sample.provenance.prompt_templates}
+        for template_id, version in sorted(templates):
+            yield event(("template", template_id, version))
         for sample in samples:
             yield event(("samples", sample.task, sample.split))
             yield OK, to_row(sample)
+
+
+COVERAGE_BINS = 10
+
+
+def concept_events(analysis) -> list:
+    """Dataset-level figures of a written pair: which concepts were flagged, how much of
+    each flagged atomic region the artifact covers, and how much of the face changed
+    (coverage and changed fraction in tenths: bin b holds [b/10, (b+1)/10))."""
+    def tenth(x: float) -> str:
+        return str(min(int(x * COVERAGE_BINS), COVERAGE_BINS - 1))
+
+    out = [event(("flagged", c.id)) for c in analysis.concepts if c.artifact]
+    out += [event(("coverage", tenth(c.coverage))) for c in analysis.concepts if c.artifact and c.atomic]
+    if analysis.changed_face_fraction is not None:
+        out.append(event(("changed_face", tenth(analysis.changed_face_fraction))))
+    return out
 
 
 # zlib level 1: a 512 px crop encodes in a quarter of level 6's time (23 vs 98 ms) for 8 % more bytes.

@@ -28,6 +28,16 @@ def local_runner(options: PipelineOptions):
     return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(info))
 
 
+def is_local(options: PipelineOptions, runner=None) -> bool:
+    """True when the pipeline runs on this machine's FnApiRunner (in this process or in
+    worker processes beside it), where workers and driver share the disk."""
+    if runner is not None:
+        from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+        return isinstance(runner, fn_runner.FnApiRunner)
+    return options.view_as(StandardOptions).runner in LOCAL
+
+
 def run_pipeline(build, options: PipelineOptions, runner=None) -> None:
     """Build the graph with `build(p)`, run it to the end, and release the runner."""
     if runner is None and options.view_as(StandardOptions).runner in LOCAL:

@@ -55,3 +55,20 @@ def sample_analyses(tmp_path_factory, analyzer) -> list:
         assert result.ok
         out.append((row["pair_id"], result.analysis))
     return out
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """(output, pairs folder) of one FnApiRunner run over 6 generated good pairs and the
+    generator's bad pairs, half of the identities in the test split."""
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from build_tools.sample_data import make_sample_pairs
+    from pipelines.fifa_annotate import run
+
+    folder = tmp_path_factory.mktemp("small_run")
+    make_sample_pairs(folder / "pairs", n=6, seed=5)
+    output = folder / "out"
+    run(["--input", str(folder / "pairs" / "manifest.jsonl"), "--output", str(output),
+         "--test_fraction", "0.5", "--max_rows_per_shard", "40"], runner=FnApiRunner())
+    return output, folder / "pairs"
