@@ -54,6 +54,7 @@ class Progress:
         self.bytes = 0
         self.started = time.monotonic()
         self._shown_at = float("-inf")
+        self._shown_done = -1
         self._width = 0
 
     def __enter__(self) -> Self:
@@ -100,6 +101,7 @@ class Progress:
         if not self.enabled:
             return
         text = self.line()
+        self._shown_done = self.done
         if self.tty:
             pad = " " * max(0, self._width - len(text))
             self._width = len(text)
@@ -109,7 +111,9 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
-        if self.done or self.tty:
+        """The last line: on a terminal it ends the redrawn line; a log gets it unless the
+        line before already said the same count."""
+        if self.tty or (self.done and self.done != self._shown_done):
             self._show(final=True)
 
 

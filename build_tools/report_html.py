@@ -522,8 +522,8 @@ def _plots(report: dict, tree: ConceptTree, writer: _Pictures) -> list[tuple[str
         ax.bar(x + (j - 0.5) * 0.4, [by_task.get(t, {}).get(split, 0) for t in TASKS], 0.4, label=split)
     ax.set_xticks(x, TASKS)
     ax.set_ylabel("samples")
-    ax.legend()
-    ax.set_title("samples per task and split")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.08), ncols=len(SPLITS), frameon=False)
+    ax.set_title("samples per task and split", pad=24)
     plots.append(("samples per task and split", writer.figure(fig, "plot_tasks")))
 
     concepts = report.get("concepts")
@@ -660,7 +660,7 @@ figcaption {{ font-size: 12px; color: #555; text-align: center; }}
 .hit {{ font-weight: 600; }} .miss {{ color: #999; font-weight: 400; }}
 .bar {{ display: inline-block; width: 70px; height: 8px; background: #eee; flex: none; }}
 .bar span {{ display: block; height: 8px; background: #d55; }}
-img.thumb {{ width: 64px; height: 64px; object-fit: cover; margin-right: 4px; }}
+td.thumbs {{ white-space: nowrap; }} img.thumb {{ width: 64px; height: 64px; object-fit: cover; margin-right: 4px; }}
 pre {{ background: #fff; border: 1px solid #ddd; padding: 8px; font-size: 12px; overflow-x: auto; }}
 </style></head>
 <body>
