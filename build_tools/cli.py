@@ -95,6 +95,33 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_publish(args: argparse.Namespace) -> int:
+    import os
+
+    from build_tools.hub_upload import HubUploadError
+    from build_tools.publish import PublishError, publish
+
+    try:
+        done = publish(args.output, repo_id=args.repo_id, local_dir=args.local_dir,
+                       token=os.environ.get("HF_TOKEN") or None, private=args.private, revision=args.revision,
+                       endpoint=args.endpoint, license=args.license)
+    except (PublishError, HubUploadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    def rows(config: dict) -> str:
+        return " ".join(f"{split} {v['rows']}" for split, v in config["splits"].items())
+
+    configs = ", ".join(f"{name} ({rows(c)})" for name, c in done["configs"].items())
+    print(f"exported {done['rows']} samples in {done['files']} Parquet files ({done['bytes'] / 1e6:.1f} MB) "
+          f"to {done['dest']}\nconfigs: {configs}")
+    if done["uploaded"]:
+        up = done["upload"]
+        what = "already held these files" if up.already_committed else "committed"
+        print(f"{args.repo_id}: {what} {up.commit_oid} ({up.uploaded} files sent, {up.skipped} already there)"
+              f"\n{up.commit_url}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from build_tools.report_html import ReportError, Selection, write_report
 
@@ -157,6 +184,25 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--batch", action="store_true", help="price at the batch APIs' half price")
     est.add_argument("--json", action="store_true", help="print JSON")
     est.set_defaults(func=_cmd_estimate)
+
+    pub = sub.add_parser(
+        "publish", help="export a run as Hub Parquet with a dataset card, and upload it",
+        description="Writes the samples as Parquet (one config per task family, plus default and "
+                    "rejected) with a dataset card built from the run report, then uploads the folder "
+                    "to a Hugging Face dataset repo as one commit; an interrupted upload resumes when "
+                    "run again. The token comes from HF_TOKEN (or `hf auth login`). Examples: "
+                    "facext publish out/fifa_instruct --local-dir hub_tree;  "
+                    "HF_TOKEN=hf_... facext publish out/fifa_instruct --repo-id me/fifa-instruct --private")
+    pub.add_argument("output", help="the pipeline's --output folder (a finished run)")
+    pub.add_argument("--repo-id", help="the dataset repo, OWNER/NAME (created when missing)")
+    pub.add_argument("--private", action="store_true", help="create the repo private")
+    pub.add_argument("--revision", help="branch to commit to (created from main when missing; default main)")
+    pub.add_argument("--local-dir", help="write the repo's files into this folder and upload nothing")
+    pub.add_argument("--license", default="unknown",
+                     help="the card's license field (default 'unknown': fill in the terms of your source data)")
+    pub.add_argument("--endpoint", default=None,
+                     help="Hub URL (default: HF_ENDPOINT, else https://huggingface.co)")
+    pub.set_defaults(func=_cmd_publish)
 
     report = sub.add_parser(
         "report", help="draw a run as one HTML page: pictures, texts, ratings, distributions",

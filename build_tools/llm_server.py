@@ -39,9 +39,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from build_tools.local_http import LocalHttpServer
 
 DEFAULT_SENTENCE = "The region shows a visible blending seam."
 MALFORMED_ANSWER = '{"explanation": "The left ey'
@@ -441,9 +443,15 @@ class _Batch:
     output_tokens: int = 0
 
 
-class LocalLlmServer:
+class LocalLlmServer(LocalHttpServer):
     """OpenAI- and Gemini-compatible HTTP server on 127.0.0.1 (a free port), run in a daemon
     thread.  Use as a context manager or call :meth:`start` / :meth:`stop`."""
+
+    handler_attribute = "llm"
+    thread_name = "local-llm-server"
+
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
     def __init__(
         self,
@@ -466,8 +474,7 @@ class LocalLlmServer:
         self.latency_s = float(latency_s)
         self.batch_polls_until_done = int(batch_polls_until_done)
         self.openai_error_file = openai_error_file
-        self._host = host
-        self._port = port
+        super().__init__(host, port)
         self._lock = threading.Lock()
         self._calls: list[LlmCall] = []
         self._attempts: dict[str, int] = {}
@@ -479,44 +486,6 @@ class LocalLlmServer:
         self._files: dict[str, _StoredFile] = {}
         self._uploads: dict[str, dict] = {}
         self._batches: dict[str, _Batch] = {}
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # ---- lifecycle
-
-    def start(self) -> LocalLlmServer:
-        if self._httpd is not None:
-            return self
-        handler = type("_BoundHandler", (_Handler,), {"llm": self})
-        httpd = _QuietServer((self._host, self._port), handler)
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="local-llm-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the server is not running")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
 
     @property
     def openai_base_url(self) -> str:
@@ -977,14 +946,6 @@ def _openai_error(code: int, message: str) -> dict:
 
 def _gemini_error(code: int, message: str) -> dict:
     return {"error": {"code": code, "message": message, "status": GEMINI_STATUS.get(code, "UNKNOWN")}}
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:  # no tracebacks on stderr
-        pass
 
 
 _GEMINI_GENERATE = re.compile(r"^/(v1beta|v1|v1alpha)/(models|tunedModels)/([^/:]+):(generateContent|"

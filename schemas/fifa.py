@@ -103,20 +103,21 @@ class Provenance(BaseModel):
 class FifaSample(BaseModel):
     """One FiFa-Instruct training sample (one row of a shard)."""
 
-    sample_id: str
-    pair_id: str
-    task: str
-    split: str
+    sample_id: str = Field(description="unique id of the sample")
+    pair_id: str = Field(description="the real/fake pair the sample comes from")
+    task: str = Field(description="one of the 11 FiFa tasks")
+    split: str = Field(description="train or test (by identity: subject, else pair)")
     image: bytes = Field(json_schema_extra=HF_IMAGE,
                          description="PNG of the aligned crop the question is about")
-    is_fake: bool
+    is_fake: bool = Field(description="whether `image` is the fake (det asks about real images too)")
     negative: bool = Field(default=False, description="the region or box asked about holds no "
                            "artifact, and the answer says so")
-    category: str
-    method: str
-    subject_id: str | None = None
-    source_dataset: str | None = None
-    conversations: list[Turn]
+    category: str = Field(description="manipulation category of the pair")
+    method: str = Field(description="manipulation method of the pair")
+    subject_id: str | None = Field(default=None, description="identity of the person, when the manifest gives it")
+    source_dataset: str | None = Field(default=None, description="dataset the pair comes from, when the "
+                                       "manifest gives it")
+    conversations: list[Turn] = Field(description="the question (`human`) and the answer (`gpt`), LLaVA style")
     masks: list[RleMask] = Field(description="one per [SEG] in the answer, in order")
     region_masks: list[RleMask] = Field(description="region mask R of each grounded concept")
     concepts: list[str] = Field(description="grounded FICT node ids, in [SEG] order")
@@ -125,4 +126,5 @@ class FifaSample(BaseModel):
     rating: Rating | None = Field(default=None, description="the rater's scores of the pair's texts")
     hallucinated_concepts: list[str] = Field(default_factory=list, description="FICT concepts the "
                                              "answer names that have no artifact")
-    provenance: Provenance
+    provenance: Provenance = Field(description="how the sample was made: manifest and row, describer and "
+                                   "rater with their models, prompt templates, facext version, options hash")
