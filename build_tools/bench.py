@@ -1,4 +1,5 @@
-"""`facext bench analysis|pipeline`: speed on generated pairs, written as JSON.
+"""`facext bench analysis|pipeline`: speed on generated pairs, written as JSON (`llm` and
+`publish` live in bench_llm and bench_publish).
 
 `analysis` times every analysis stage; `pipeline` runs the whole FiFa-Instruct Beam
 pipeline (FnApiRunner in this process) and reports its pairs/s and peak memory.  Both
@@ -23,8 +24,9 @@ FLOOR_STAGES = ("decode", "detect", "mesh", "segmentation")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=["analysis", "pipeline", "llm"],
-                        help="what to measure (llm: client throughput against a local server)")
+    parser.add_argument("target", choices=["analysis", "pipeline", "llm", "publish"],
+                        help="what to measure (llm: client throughput against a local server; publish: "
+                             "Parquet export and report page of a run)")
     parser.add_argument("--n", type=int, default=20, help="generated pairs to time (default 20)")
     parser.add_argument("--workers", type=int, default=None,
                         help="pipeline: DirectRunner multi-process workers (default: in-process "
@@ -34,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default=None,
                         help="JSON file to write (default bench_TARGET.json)")
     parser.add_argument("--all-cores", action="store_true", help="do not pin to one core")
+    parser.add_argument("--run", default=None,
+                        help="publish: an existing pipeline output to measure (default: run --n generated pairs)")
+    parser.add_argument("--per-task", type=int, default=2, help="publish: report samples per task (default 2)")
     parser.add_argument("--pipeline-pairs", type=int, default=8,
                         help="llm: also describe and rate this many generated pairs through the pipeline "
                              "(0: the client scenarios only; default 8)")
@@ -173,6 +178,10 @@ def bench_pipeline(pairs_dir: Path, workers: int | None = None) -> dict:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    if args.target == "publish":
+        from build_tools.bench_publish import run_bench_publish
+
+        return run_bench_publish(args.run, args.n, args.seed, args.per_task, args.output or "bench_publish.json")
     if args.target == "llm":
         from build_tools.bench_llm import bench_llm, summary
 

@@ -522,3 +522,44 @@ def test_bad_inputs_give_clear_errors(output, tmp_path, hub_client):
     assert (foreign / "notes.txt").read_text() == "mine"
     with pytest.raises(PublishError, match="inside OUTPUT"):
         export_for_hub(output, output / "train" / "hub", progress=False)
+
+
+def test_the_publish_command_resumes_an_interrupted_upload_without_resending(output, tmp_path, hub_client,
+                                                                             monkeypatch, capsys):
+    """`facext publish` end to end: the Hub refuses the third Parquet file, the command
+    fails saying how to resume; the same command again sends only what is missing and
+    makes the one commit."""
+    import hashlib
+
+    from build_tools.cli import main
+    from build_tools.hub_server import Fault, FaultRule, LocalHubServer
+
+    monkeypatch.setenv("HF_TOKEN", "hf_cli_test")
+    command = ["publish", str(output), "--repo-id", "someone/cli", "--private", "--revision", "v1"]
+    with LocalHubServer(tokens={"hf_cli_test": "write"}) as server:
+        command += ["--endpoint", server.url]
+        server.set_faults([FaultRule("lfs_upload", Fault.status(400, message="BadDigest"), skip=2)])
+        try:
+            assert main(command) == 2
+            err = capsys.readouterr().err
+            assert "re-run the same command to resume" in err and "hf_cli_test" not in err
+            assert server.commits("someone/cli") == [] or all(
+                not c.tree.keys() - {".gitattributes"} for c in server.commits("someone/cli"))
+
+            server.set_faults(None)
+            assert main(command) == 0
+            out = capsys.readouterr().out
+            assert "committed" in out and "someone/cli" in out
+            parquet = sorted((output / STAGING).rglob("*.parquet"))
+            for path in parquet:  # each file's bytes arrived whole once (the refused one: twice)
+                oid = hashlib.sha256(path.read_bytes()).hexdigest()
+                assert server.uploads_stored(oid) == 1
+                assert server.bytes_received(oid) in (path.stat().st_size, 2 * path.stat().st_size)
+            refused = [p for p in parquet if server.bytes_received(
+                hashlib.sha256(p.read_bytes()).hexdigest()) == 2 * p.stat().st_size]
+            assert len(refused) == 1
+            ours = [c for c in server.commits("someone/cli") if c.tree.keys() - {".gitattributes"}]
+            assert len(ours) == 1 and server.branches("someone/cli")["v1"] == ours[0].oid
+            assert {f"{p.relative_to(output / STAGING).as_posix()}" for p in parquet} <= set(ours[0].tree)
+        finally:
+            shutil.rmtree(output / STAGING, ignore_errors=True)
