@@ -3,6 +3,7 @@
     OUTPUT/dataset_dict.json, train/, test/   datasets.load_from_disk(OUTPUT)
     OUTPUT/rejected/                          datasets.load_from_disk(OUTPUT/rejected)
     OUTPUT/run_report.json                    counts per stage, reason, task and split
+    OUTPUT/_publish/                          `facext publish`'s staging (a new run removes it)
 
 The pipeline writes parts and counts into OUTPUT/_tmp; `finalize` (in the driver, after
 the run) names the shards, writes the metadata and the report, and removes _tmp.
@@ -34,7 +35,8 @@ SAMPLES_PER_PAIR = 18
 STAGE_ORDER = ("manifest", "read", "face", "artifact", "concepts", "describe", "rate", "samples")
 # Rejected rows share a pair id when a manifest repeats one; these fields tell them apart.
 REJECTED_ORDER = ("pair_id", "manifest", "row", "stage", "reason", "detail")
-OWNED = ("train", "test", "rejected", "_tmp", "dataset_dict.json", "run_report.json")
+# `_publish` is `facext publish`'s staging folder: made from this run, stale after a new one.
+OWNED = ("train", "test", "rejected", "_tmp", "_publish", "dataset_dict.json", "run_report.json")
 
 
 def _key_str(key: tuple) -> str:
