@@ -24,7 +24,7 @@ def _export(output: str, dest: str) -> dict:
 
     import datasets  # noqa: F401 - imported before the clock starts
     import pyarrow as pa
-    import pyarrow.parquet  # noqa: F401
+    import pyarrow.parquet
 
     from build_tools.publish import export_for_hub
 
