@@ -522,8 +522,8 @@ def _plots(report: dict, tree: ConceptTree, writer: _Pictures) -> list[tuple[str
         ax.bar(x + (j - 0.5) * 0.4, [by_task.get(t, {}).get(split, 0) for t in TASKS], 0.4, label=split)
     ax.set_xticks(x, TASKS)
     ax.set_ylabel("samples")
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.08), ncols=len(SPLITS), frameon=False)
-    ax.set_title("samples per task and split", pad=24)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title("samples per task and split")
     plots.append(("samples per task and split", writer.figure(fig, "plot_tasks")))
 
     concepts = report.get("concepts")
