@@ -32,6 +32,16 @@ from build_tools.render import difference_heatmap, label_overlay, mask_overlay
 from fict.tree import ConceptTree, load_tree
 from schemas.fifa import SPLITS, TASKS
 
+# FiFa's names of the 11 tasks (image, region or box level; text-only explanation, artifact-
+# grounding explanation with [SEG] masks, localization).
+TASK_TITLES = {
+    "det": "Det: real or fake", "cls": "Cls: manipulation category",
+    "i_toe": "I-TOE: image, text-only explanation", "i_age": "I-AGE: image, artifact-grounding explanation",
+    "i_loc": "I-Loc: image, artifact mask", "r_toe": "R-TOE: region, text-only explanation",
+    "r_age": "R-AGE: region, artifact-grounding explanation", "r_loc": "R-Loc: region, artifact mask",
+    "b_toe": "B-TOE: box, text-only explanation", "b_age": "B-AGE: box, artifact-grounding explanation",
+    "b_loc": "B-Loc: box, artifact mask",
+}
 # One grounded phrase of an answer: `<p> phrase </p> [SEG]` (or a bare `[SEG]`).
 GROUNDED = re.compile(r"<p>\s*(.*?)\s*</p>\s*\[SEG\]|\[SEG\]")
 THUMB = 256  # side of the pictures on the page, in pixels
@@ -81,10 +91,12 @@ def write_report(output: str | Path, path: str | Path, selection: Selection = Se
 
     samples = select_samples(output, selection, tree) if report.get("pairs_written") else []
     pairs = _pair_views(output, report, samples, tree, progress)
-    cards, pictures_of_pairs = [], {}
+    cards: dict[str, list[str]] = {}  # task -> its cards, in task order
+    pictures_of_pairs: dict[str, str] = {}
     with Progress(len(samples), "report", "sample", enabled=None if progress else False) as shown:
         for sample in samples:
-            cards.append(_sample_card(sample, pairs[sample["pair_id"]], writer, tree, pictures_of_pairs))
+            card = _sample_card(sample, pairs[sample["pair_id"]], writer, tree, pictures_of_pairs)
+            cards.setdefault(sample["task"], []).append(card)
             shown.advance()
     rejected_html = _rejected_section(output, report, selection, writer) if selection.rejected else ""
     page = _page(output, report, tree, selection, cards, rejected_html, _plots(report, tree, writer))
@@ -621,7 +633,7 @@ def _summary_table(report: dict) -> str:
     return "<table>" + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows) + "</table>"
 
 
-def _page(output: Path, report: dict, tree: ConceptTree, selection: Selection, cards: list[str],
+def _page(output: Path, report: dict, tree: ConceptTree, selection: Selection, cards: dict[str, list[str]],
           rejected_html: str, plots: list[tuple[str, str]]) -> str:
     concepts = report.get("concepts", {}).get("flagged_pairs", {})
     tree_part = (tree_html(tree, concepts, report["pairs_written"]) if concepts
@@ -634,7 +646,15 @@ def _page(output: Path, report: dict, tree: ConceptTree, selection: Selection, c
         what.append("concepts " + ", ".join(selection.concepts))
     options = _esc(json.dumps(report.get("options", {}), indent=1))
     plot_html = "".join(_figure(src, title) for title, src in plots)
-    rejected = f"<h2>Rejected inputs</h2>{rejected_html}" if selection.rejected else ""
+    rejected = f"<h2 id='rejected'>Rejected inputs</h2>{rejected_html}" if selection.rejected else ""
+    shown = sum(len(c) for c in cards.values())
+    groups = "".join(f"<h3 class='task' id='task-{task}'>{_esc(TASK_TITLES[task])} ({len(group)})</h3>"
+                     + "".join(group) for task, group in cards.items())
+    links = [("#run", "run"), ("#dataset", "dataset"), ("#tree", "concept tree"), ("#samples", "samples"),
+             *((f"#task-{task}", task) for task in cards)]
+    if selection.rejected:
+        links.append(("#rejected", f"rejected ({report['pairs_rejected']})"))
+    nav = " · ".join(f'<a href="{href}">{_esc(text)}</a>' for href, text in links)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>facext report: {_esc(output.name)}</title>
@@ -661,20 +681,23 @@ figcaption {{ font-size: 12px; color: #555; text-align: center; }}
 .bar {{ display: inline-block; width: 70px; height: 8px; background: #eee; flex: none; }}
 .bar span {{ display: block; height: 8px; background: #d55; }}
 td.thumbs {{ white-space: nowrap; }} img.thumb {{ width: 64px; height: 64px; object-fit: cover; margin-right: 4px; }}
+nav {{ position: sticky; top: 0; background: #fafafa; padding: 6px 0; border-bottom: 1px solid #ddd; z-index: 1; }}
+h3.task {{ margin-top: 24px; }}
 pre {{ background: #fff; border: 1px solid #ddd; padding: 8px; font-size: 12px; overflow-x: auto; }}
 </style></head>
 <body>
 <h1>FiFa-Instruct run: {_esc(output.name)}</h1>
 <p class="muted">{_esc(report.get('input', ''))} → {_esc(report.get('output', ''))} · status {_esc(report.get('status', 'complete'))}</p>
-<h2>Run</h2>
+<nav>{nav}</nav>
+<h2 id="run">Run</h2>
 {_summary_table(report)}
 <details><summary>pipeline options</summary><pre>{options}</pre></details>
-<h2>Dataset</h2>
+<h2 id="dataset">Dataset</h2>
 <div class="plots">{plot_html}</div>
-<h3>Concept tree: pairs in which each node was flagged</h3>
+<h3 id="tree">Concept tree: pairs in which each node was flagged</h3>
 {tree_part}
-<h2>Samples ({len(cards)}: {_esc('; '.join(what))})</h2>
-{''.join(cards) or '<p>no sample matches the selection</p>'}
+<h2 id="samples">Samples ({shown}: {_esc('; '.join(what))})</h2>
+{groups or '<p>no sample matches the selection</p>'}
 {rejected}
 </body></html>
 """

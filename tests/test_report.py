@@ -68,7 +68,10 @@ def test_cards_cover_every_task_and_the_rejected_table_every_reject(page, small_
     present = {t for t, n in report["samples"]["by_task"].items() if n}
     assert set(tasks) == present
     assert all(tasks.count(t) == min(2, report["samples"]["by_task"][t]) for t in present)
-    table = text.split("<h2>Rejected inputs</h2>", 1)[1]
+    headings = re.findall(r"<h3 class='task' id='task-([a-z_]+)'>[^<]*\((\d+)\)</h3>", text)
+    assert [(t, int(n)) for t, n in headings] == [(t, tasks.count(t)) for t in dict.fromkeys(tasks)]
+    assert all(f'href="#task-{t}"' in text for t, _ in headings)
+    table = text.split("Rejected inputs</h2>", 1)[1]
     assert table.count("<tr>") - 1 == report["pairs_rejected"]
     for reason, n in report["rejected"]["by_reason"].items():
         assert table.count(f"<b>{reason}</b>") == n
