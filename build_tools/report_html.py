@@ -98,7 +98,7 @@ def write_report(output: str | Path, path: str | Path, selection: Selection = Se
             card = _sample_card(sample, pairs[sample["pair_id"]], writer, tree, pictures_of_pairs)
             cards.setdefault(sample["task"], []).append(card)
             shown.advance()
-    rejected_html = _rejected_section(output, report, selection, writer) if selection.rejected else ""
+    rejected_html = _rejected_section(output, report, selection, writer, tree) if selection.rejected else ""
     page = _page(output, report, tree, selection, cards, rejected_html, _plots(report, tree, writer))
     path.write_text(page, encoding="utf-8")
     return {"samples": len(samples), "pairs": len(pairs), "images": writer.count,
@@ -477,7 +477,8 @@ def _sample_card(sample: dict, view: PairView, writer: _Pictures, tree: ConceptT
 # --- rejected rows ------------------------------------------------------------------------------
 
 
-def _rejected_section(output: Path, report: dict, selection: Selection, writer: _Pictures) -> str:
+def _rejected_section(output: Path, report: dict, selection: Selection, writer: _Pictures,
+                      tree: ConceptTree) -> str:
     import datasets
 
     path = output / "rejected"
@@ -497,11 +498,36 @@ def _rejected_section(output: Path, report: dict, selection: Selection, writer: 
         extra = (f"<br>rating overall {rating['overall']}: {_esc(rating.get('reason', ''))}" if rating else "")
         if row.get("hallucinated_concepts"):
             extra += f"<br><span class='bad'>hallucinated: {_esc(', '.join(row['hallucinated_concepts']))}</span>"
+        if row.get("texts"):
+            extra += _judged_texts(row["texts"], row.get("hallucinated_concepts") or [], tree)
         rows.append(f"<tr><td>{_esc(row['pair_id'])}</td><td>{_esc(row['stage'])}</td><td><b>{_esc(row['reason'])}</b></td>"
                     f"<td>{_esc(row['detail'])}{extra}</td><td>{_esc(row.get('manifest') or '')}:{row.get('row')}</td>"
                     f"<td class='thumbs'>{pictures}</td></tr>")
     return ("<table><tr><th>pair</th><th>stage</th><th>reason</th><th>detail</th><th>manifest:row</th>"
             f"<th>inputs</th></tr>{''.join(rows)}</table>")
+
+
+def _judged_texts(texts: list[dict], hallucinated: list[str], tree: ConceptTree) -> str:
+    """The texts a rate-stage reject was judged on, folded; the names of hallucinated
+    concepts marked where the texts use them."""
+    from pipelines.concept_mentions import matcher_for
+
+    matcher = matcher_for(tree)
+    items = []
+    for t in texts:
+        text, marked, last = t["text"], [], 0
+        for start, end, node_id in _spans(matcher, text, set(hallucinated)):
+            marked += [_esc(text[last:start]), f"<mark>{_esc(text[start:end])}</mark>"]
+            last = end
+        marked.append(_esc(text[last:]))
+        about = tree[t["concept"]].name if t.get("concept") in tree.by_id else "the image"
+        items.append(f"<li><b>{_esc(about)}</b>: {''.join(marked)}</li>")
+    return f"<details><summary>the {len(texts)} judged texts</summary><ul class='judged'>{''.join(items)}</ul></details>"
+
+
+def _spans(matcher, text: str, wanted: set[str]) -> list[tuple[int, int, str]]:
+    """(start, end, node id) of the mentions of `wanted` concepts in `text`."""
+    return [(m.start, m.end, m.node_id) for m in matcher.find(text) if m.node_id in wanted]
 
 
 def _input_thumb(path: str | None, writer: _Pictures, name: str) -> str:
@@ -680,7 +706,7 @@ figcaption {{ font-size: 12px; color: #555; text-align: center; }}
 .hit {{ font-weight: 600; }} .miss {{ color: #999; font-weight: 400; }}
 .bar {{ display: inline-block; width: 70px; height: 8px; background: #eee; flex: none; }}
 .bar span {{ display: block; height: 8px; background: #d55; }}
-td.thumbs {{ white-space: nowrap; }} img.thumb {{ width: 64px; height: 64px; object-fit: cover; margin-right: 4px; }}
+td.thumbs {{ white-space: nowrap; }} mark {{ background: #fbb; }} ul.judged {{ margin: 4px 0; padding-left: 18px; font-size: 12px; }} img.thumb {{ width: 64px; height: 64px; object-fit: cover; margin-right: 4px; }}
 nav {{ position: sticky; top: 0; background: #fafafa; padding: 6px 0; border-bottom: 1px solid #ddd; z-index: 1; }}
 h3.task {{ margin-top: 24px; }}
 pre {{ background: #fff; border: 1px solid #ddd; padding: 8px; font-size: 12px; overflow-x: auto; }}

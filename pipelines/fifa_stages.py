@@ -354,7 +354,7 @@ class Rate(LlmStage):
         self.rater_name = rater
         self.min_rating = min_rating
         self.max_hallucinated = max_hallucinated
-        self.rater = self.matcher = None
+        self.rater = self.matcher = self.tree = None
 
     def setup(self) -> None:
         from fict.tree import load_tree
@@ -362,7 +362,7 @@ class Rate(LlmStage):
         from pipelines.rating import make_rater
 
         super().setup()
-        tree = load_tree()
+        tree = self.tree = load_tree()
         self.matcher = matcher_for(tree)
         if self.client is not None:
             from pipelines.llm.writers import LlmRater
@@ -394,7 +394,7 @@ class Rate(LlmStage):
 
         def reject(reason: RejectReason, detail: str, **fields) -> list:
             row = rejected_row(item.pair, self.stage.value, reason.value, detail,
-                               hallucinated_concepts=hallucinated, **fields)
+                               hallucinated_concepts=hallucinated, texts=self.judged(description), **fields)
             return [*out, (REJECTED, row)]
 
         if self.max_hallucinated is not None and len(hallucinated) > self.max_hallucinated:
@@ -415,6 +415,17 @@ class Rate(LlmStage):
                           templates=self.rater.templates() if self.rater is not None else [],
                           hallucinated_concepts=hallucinated)
         return [*out, (OK, (item, description, check))]
+
+
+    def judged(self, description) -> list:
+        """The texts as a person reads them, for the rejected row (so a reviewer sees what
+        was dropped, not only why)."""
+        from pipelines.describe import render
+        from schemas.fifa import JudgedText
+
+        texts = [JudgedText(text=render(description.image, self.tree, grounded=False))]
+        return texts + [JudgedText(concept=c, text=render(t, self.tree, grounded=False))
+                        for c, t in description.concepts.items()]
 
 
 class MakeSamples(StageFn):

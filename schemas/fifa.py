@@ -33,6 +33,13 @@ class PairInput(BaseModel):
     row: int = Field(description="0-based row number in that manifest")
 
 
+class JudgedText(BaseModel):
+    """One text the rate stage judged, as the samples would have shown it."""
+
+    concept: str | None = Field(default=None, description="the FICT node it explains; none: the whole image")
+    text: str
+
+
 class RejectedRow(BaseModel):
     """An input that produced no samples, with where and why."""
 
@@ -50,6 +57,8 @@ class RejectedRow(BaseModel):
     rating: Rating | None = Field(default=None, description="the rater's scores (rate stage)")
     hallucinated_concepts: list[str] = Field(default_factory=list, description="concepts the texts "
                                              "name that have no artifact (rate stage)")
+    texts: list[JudgedText] = Field(default_factory=list, description="the texts that were judged, "
+                                    "image first, concept names in plain words (rate stage)")
 
 
 class Turn(BaseModel):

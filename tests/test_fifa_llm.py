@@ -157,6 +157,23 @@ def test_every_pair_ends_written_or_rejected_with_the_right_reason(openai_runs):
     assert low["stage"] == "rate" and low["rating"]["overall"] == 3 and "--min_rating 6" in low["detail"]
 
 
+def test_rate_stage_rejects_keep_the_texts_they_were_judged_on(openai_runs, tree):
+    """A reviewer sees what was dropped: the image text first, then one per flagged
+    concept, names in plain words; the report marks the hallucinated names in them."""
+    from build_tools.report_html import _judged_texts
+
+    rejected = {row["reason"]: row for row in _rejected(openai_runs["root"] / "out1").values()}
+    for reason in ("hallucinated", "low_rating"):
+        texts = rejected[reason]["texts"]
+        assert texts[0]["concept"] is None and len(texts) > 1
+        assert all(t["concept"] in tree.by_id and t["text"] and "[[" not in t["text"] for t in texts[1:])
+    earlobe = [t for t in rejected["hallucinated"]["texts"] if "left earlobe" in t["text"]]
+    assert earlobe
+    marked = _judged_texts(rejected["hallucinated"]["texts"], ["left_earlobe"], tree)
+    assert marked.count("<mark>left earlobe</mark>") == sum(t["text"].count("left earlobe") for t in earlobe)
+    assert all(row["texts"] == [] for row in rejected.values() if row["stage"] != "rate")
+
+
 def test_failures_were_retried_and_retry_after_honoured(openai_runs):
     calls = openai_runs["first_calls"]
     report = json.loads((openai_runs["root"] / "out1" / "run_report.json").read_text())
