@@ -51,7 +51,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from build_tools.local_http import LocalHttpServer
+from build_tools.local_http import LocalHttpServer, QuietHandler
 
 DEFAULT_TOKEN = "hf_localhub_write_0123456789"
 DEFAULT_USER = "local-user"
@@ -421,15 +421,9 @@ _WRITE_KINDS = {"create_repo", "create_branch", "delete_branch", "preupload", "l
                 "lfs_verify", "commit"}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+class _Handler(QuietHandler):
     server_version = "LocalHub/1.0"
-    sys_version = ""
     hub: LocalHubServer  # set on the bound subclass
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_GET(self) -> None:
         self._dispatch("GET")

@@ -43,7 +43,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from build_tools.local_http import LocalHttpServer
+from build_tools.local_http import LocalHttpServer, QuietHandler
 
 DEFAULT_SENTENCE = "The region shows a visible blending seam."
 MALFORMED_ANSWER = '{"explanation": "The left ey'
@@ -960,17 +960,9 @@ _OPENAI_FILE = re.compile(r"^/v1/files/([^/]+)(/content)?$")
 _OPENAI_BATCH = re.compile(r"^/v1/batches/([^/]+)(/cancel)?$")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate small writes; with Nagle's algorithm on, the
-    # body then waits for the client's delayed ACK (about 40 ms a response).
-    disable_nagle_algorithm = True
+class _Handler(QuietHandler):
     server_version = "LocalLlm/1.0"
-    sys_version = ""
     llm: LocalLlmServer  # set on the bound subclass
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     # ---- plumbing
 

@@ -17,6 +17,19 @@ class QuietServer(ThreadingHTTPServer):
         pass
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive, no access log on stderr."""
+
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate small writes; with Nagle's algorithm on, the
+    # body then waits for the client's delayed ACK (about 40 ms a response).
+    disable_nagle_algorithm = True
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 class LocalHttpServer:
     """Start/stop, context manager and URL of a local server.  A subclass gives its request
     handler class (`handler_class`) and the attribute through which a handler reaches the

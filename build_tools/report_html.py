@@ -76,7 +76,7 @@ class PairView:
 
 
 class ReportError(Exception):
-    pass
+    """The page cannot be drawn (not a finished output, an unknown task or concept)."""
 
 
 def write_report(output: str | Path, path: str | Path, selection: Selection = Selection(),
@@ -87,6 +87,8 @@ def write_report(output: str | Path, path: str | Path, selection: Selection = Se
     tree = load_tree()
     files = path.parent / f"{path.stem}_files"
     files.mkdir(parents=True, exist_ok=True)
+    for old in files.glob("*.png"):  # an earlier page's pictures (the folder is the page's own)
+        old.unlink()
     writer = _Pictures(files, path.parent)
 
     samples = select_samples(output, selection, tree) if report.get("pairs_written") else []
