@@ -114,12 +114,12 @@ def count_progress(folder: str, group: str, *pcolls, weight=None, first: int = 0
         _ = pcoll | f"Progress {group} {i}" >> beam.ParDo(count_into(join(folder, group), weight))
 
 
+FINISHED = ("pairs_written", "pending")  # events that end a pair's way (rejects end the others')
+
+
 def _finishing(event) -> int:
     """1 for the events that end a pair's way (written, or waiting for a batch answer)."""
     return int(event[1]) if event[0][0] in FINISHED else 0
-
-
-FINISHED = ("pairs_written", "pending")  # events that end a pair's way (rejects end the others')
 
 
 def run(argv: list[str] | None = None, runner=None) -> FifaOutput:
