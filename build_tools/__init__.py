@@ -1,1 +1,2 @@
-"""Command line, sample data, rendering, benchmarks and (later) shards and publishing."""
+"""What a person runs: the facext and beam command lines, validation, rendering, the report,
+publishing, benchmarks and the local protocol servers."""

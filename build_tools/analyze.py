@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipelines.analysis import AnalysisConfig, PairAnalyzer
-from pipelines.faces import FaceGeometryConfig
+from pipelines.fifa.analysis import AnalysisConfig, PairAnalyzer
+from pipelines.vision.faces import FaceGeometryConfig
 from schemas.analysis import PairAnalysis
 
 

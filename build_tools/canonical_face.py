@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from build_tools.face_photos import PHOTOS
-from pipelines.faces import N_SURFACE, FaceAnalyzer
+from pipelines.vision.face_photos import PHOTOS
+from pipelines.vision.faces import N_SURFACE, FaceAnalyzer
 
 OUT = Path(__file__).resolve().parents[1] / "fict" / "data" / "canonical_face.json"
 

@@ -29,8 +29,8 @@ def _cmd_fict(args: argparse.Namespace) -> int:
             print(text)
     elif args.fict_command == "render":
         from build_tools.render import render_label_map
-        from pipelines.analysis import PairAnalyzer
-        from pipelines.images import ImageRejected, read_image
+        from pipelines.fifa.analysis import PairAnalyzer
+        from pipelines.vision.images import ImageRejected, read_image
 
         try:
             image = read_image(args.image)
@@ -63,7 +63,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample_data(args: argparse.Namespace) -> int:
-    from build_tools.sample_data import run_from_args
+    from pipelines.fifa.sample_data import run_from_args
 
     return run_from_args(args)
 
@@ -77,16 +77,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from build_tools.bench import run_from_args
+    from build_tools.bench.command import run_from_args
 
     return run_from_args(args)
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
     """Prices a run: the pipeline's own options (parsed by its parser) plus --sample/--json."""
-    from build_tools.llm_plan import estimate, estimate_text
+    from pipelines.fifa.plan import estimate, estimate_text
+    from pipelines.fifa.settings import FifaSettings
     from pipelines.fifa_annotate import FifaOptions
-    from pipelines.settings import FifaSettings
 
     options = FifaOptions([*args.pipeline_options, "--dry_run=true"]).view_as(FifaOptions)
     settings = FifaSettings.from_options(options)
@@ -98,8 +98,8 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 def _cmd_publish(args: argparse.Namespace) -> int:
     import os
 
-    from build_tools.hub_upload import HubUploadError
-    from build_tools.publish import PublishError, publish
+    from build_tools.publish.command import PublishError, publish
+    from build_tools.publish.hub_upload import HubUploadError
 
     try:
         done = publish(args.output, repo_id=args.repo_id, local_dir=args.local_dir,
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.set_defaults(func=_cmd_analyze)
 
     sample = sub.add_parser("sample-data", help="make real/fake pairs with ground-truth masks")
-    from build_tools.sample_data import add_arguments as sample_arguments
+    from pipelines.fifa.sample_data import add_arguments as sample_arguments
 
     sample_arguments(sample)
     sample.set_defaults(func=_cmd_sample_data)
@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=_cmd_report)
 
     bench = sub.add_parser("bench", help="measure speed")
-    from build_tools.bench import add_arguments as bench_arguments
+    from build_tools.bench.command import add_arguments as bench_arguments
 
     bench_arguments(bench)
     bench.set_defaults(func=_cmd_bench)

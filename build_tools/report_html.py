@@ -27,21 +27,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from build_tools.progress import Progress
 from build_tools.render import difference_heatmap, label_overlay, mask_overlay
 from fict.tree import ConceptTree, load_tree
-from schemas.fifa import SPLITS, TASKS
+from pipelines.common.progress import Progress
+from schemas.fifa import SPLITS, TASK_TITLES, TASKS
 
-# FiFa's names of the 11 tasks (image, region or box level; text-only explanation, artifact-
-# grounding explanation with [SEG] masks, localization).
-TASK_TITLES = {
-    "det": "Det: real or fake", "cls": "Cls: manipulation category",
-    "i_toe": "I-TOE: image, text-only explanation", "i_age": "I-AGE: image, artifact-grounding explanation",
-    "i_loc": "I-Loc: image, artifact mask", "r_toe": "R-TOE: region, text-only explanation",
-    "r_age": "R-AGE: region, artifact-grounding explanation", "r_loc": "R-Loc: region, artifact mask",
-    "b_toe": "B-TOE: box, text-only explanation", "b_age": "B-AGE: box, artifact-grounding explanation",
-    "b_loc": "B-Loc: box, artifact mask",
-}
 # One grounded phrase of an answer: `<p> phrase </p> [SEG]` (or a bare `[SEG]`).
 GROUNDED = re.compile(r"<p>\s*(.*?)\s*</p>\s*\[SEG\]|\[SEG\]")
 THUMB = 256  # side of the pictures on the page, in pixels
@@ -239,7 +229,8 @@ def _pair_views(output: Path, report: dict, samples: list[dict], tree: ConceptTr
 
 def _inputs_of(report: dict, provenance: dict[str, dict]) -> dict[str, Any]:
     """pair id -> PairInput, read again from the run's manifests (only the rows needed)."""
-    from pipelines.manifest import manifest_name, parse_row, raw_rows
+    from pipelines.common.manifest import manifest_name, raw_rows
+    from pipelines.fifa.pairs import parse_row
 
     allow_absolute = bool(report.get("options", {}).get("allow_absolute_paths"))
     manifests = {manifest_name(m): m for m in report.get("manifests", [])}
@@ -265,8 +256,8 @@ def _inputs_of(report: dict, provenance: dict[str, dict]) -> dict[str, Any]:
 
 
 def _analyzer(report: dict):
-    from pipelines.analysis import PairAnalyzer
-    from pipelines.settings import FifaSettings
+    from pipelines.fifa.analysis import PairAnalyzer
+    from pipelines.fifa.settings import FifaSettings
 
     options = report.get("options", {})
     names = ("crop_size", "mask_mode", "mask_threshold", "mask_percentile", "coverage_threshold")
@@ -512,7 +503,7 @@ def _rejected_section(output: Path, report: dict, selection: Selection, writer: 
 def _judged_texts(texts: list[dict], hallucinated: list[str], tree: ConceptTree) -> str:
     """The texts a rate-stage reject was judged on, folded; the names of hallucinated
     concepts marked where the texts use them."""
-    from pipelines.concept_mentions import matcher_for
+    from fict.mentions import matcher_for
 
     matcher = matcher_for(tree)
     items = []
@@ -536,7 +527,7 @@ def _input_thumb(path: str | None, writer: _Pictures, name: str) -> str:
     """A small picture of a rejected row's input image, when it can still be read."""
     if not path:
         return ""
-    from pipelines.images import read_image
+    from pipelines.vision.images import read_image
 
     try:
         image = read_image(path)

@@ -16,12 +16,8 @@ from pathlib import Path
 
 import yaml
 
-TASKS = (
-    "det", "cls",
-    "i_toe", "i_age", "i_loc",
-    "r_toe", "r_age", "r_loc",
-    "b_toe", "b_age", "b_loc",
-)
+from schemas.fifa import TASKS
+
 # Placeholders each answer kind must hold exactly once (filled by `answer`).
 ANSWER_FIELDS: dict[str, tuple[str, ...]] = {
     "det_fake": (),

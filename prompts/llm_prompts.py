@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from schemas.fifa import TemplateRef
+from schemas.common import TemplateRef
 
 IMAGE_KINDS = ("real", "fake", "real_outlined", "fake_outlined")
 

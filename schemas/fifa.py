@@ -8,13 +8,39 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.common import Rejected, RleMask, TemplateRef, Turn
 from schemas.features import HF_IMAGE
 from schemas.llm import Rating
 
 TASKS = ("det", "cls", "i_toe", "i_age", "i_loc", "r_toe", "r_age", "r_loc",
          "b_toe", "b_age", "b_loc")
+# Task families: the image (`i_`), region (`r_`) and box (`b_`) levels of the explanation
+# tasks; each family is a config of the published dataset and a folder under its data/.
+TASK_FAMILIES: dict[str, tuple[str, ...]] = {
+    "det": ("det",),
+    "cls": ("cls",),
+    "image": ("i_toe", "i_age", "i_loc"),
+    "region": ("r_toe", "r_age", "r_loc"),
+    "box": ("b_toe", "b_age", "b_loc"),
+}
+# FiFa's names of the 11 tasks (text-only explanation, artifact-grounding explanation with
+# [SEG] masks, localization).
+TASK_TITLES = {
+    "det": "Det: real or fake", "cls": "Cls: manipulation category",
+    "i_toe": "I-TOE: image, text-only explanation", "i_age": "I-AGE: image, artifact-grounding explanation",
+    "i_loc": "I-Loc: image, artifact mask", "r_toe": "R-TOE: region, text-only explanation",
+    "r_age": "R-AGE: region, artifact-grounding explanation", "r_loc": "R-Loc: region, artifact mask",
+    "b_toe": "B-TOE: box, text-only explanation", "b_age": "B-AGE: box, artifact-grounding explanation",
+    "b_loc": "B-Loc: box, artifact mask",
+}
+assert sorted(t for tasks in TASK_FAMILIES.values() for t in tasks) == sorted(TASKS) == sorted(TASK_TITLES)
 CATEGORIES = ("face editing", "face swap", "reenactment", "entire synthesis")
 SPLITS = ("train", "test")
+
+
+def family_of(task: str) -> str:
+    """The family (published config) a task belongs to."""
+    return next(family for family, tasks in TASK_FAMILIES.items() if task in tasks)
 
 
 class PairInput(BaseModel):
@@ -32,6 +58,13 @@ class PairInput(BaseModel):
     manifest: str = Field(description="the manifest file the row came from")
     row: int = Field(description="0-based row number in that manifest")
 
+    def rejected(self, stage: str, reason: str, detail: str, **fields) -> RejectedRow:
+        """This pair as a rejected row: where, why, and the manifest's fields."""
+        return RejectedRow(pair_id=self.pair_id, stage=stage, reason=reason, detail=detail,
+                           real=self.real, fake=self.fake, method=self.method or None,
+                           category=self.category or None, subject_id=self.subject_id,
+                           manifest=self.manifest, row=self.row, **fields)
+
 
 class JudgedText(BaseModel):
     """One text the rate stage judged, as the samples would have shown it."""
@@ -40,7 +73,7 @@ class JudgedText(BaseModel):
     text: str
 
 
-class RejectedRow(BaseModel):
+class RejectedRow(Rejected):
     """An input that produced no samples, with where and why."""
 
     pair_id: str
@@ -59,31 +92,6 @@ class RejectedRow(BaseModel):
                                              "name that have no artifact (rate stage)")
     texts: list[JudgedText] = Field(default_factory=list, description="the texts that were judged, "
                                     "image first, concept names in plain words (rate stage)")
-
-
-class Turn(BaseModel):
-    """One conversation turn, LLaVA style: {"from": "human"|"gpt", "value": text}."""
-
-    model_config = ConfigDict(populate_by_name=True, frozen=True)
-
-    from_: str = Field(alias="from")
-    value: str
-
-
-class RleMask(BaseModel):
-    """A binary mask in COCO compressed RLE (decode with `schemas.decode_mask`)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    size: list[int] = Field(description="[height, width]")
-    counts: str
-
-
-class TemplateRef(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    version: str = Field(description="content hash of the template file")
 
 
 class TextCheck(BaseModel):

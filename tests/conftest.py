@@ -11,8 +11,8 @@ import pytest
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-from build_tools.face_photos import PHOTOS
 from fict import load_tree
+from pipelines.vision.face_photos import PHOTOS
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,7 @@ def tree():
 
 @pytest.fixture(scope="session")
 def analyzer():
-    from pipelines.analysis import PairAnalyzer
+    from pipelines.fifa.analysis import PairAnalyzer
 
     with PairAnalyzer() as a:
         yield a
@@ -42,7 +42,7 @@ def photo_results(analyzer, photos):
 @pytest.fixture(scope="session")
 def sample_analyses(tmp_path_factory, analyzer) -> list:
     """(pair_id, PairAnalysis) of the good pairs of one generated set (8 pairs, seed 21)."""
-    from build_tools.sample_data import make_sample_pairs
+    from pipelines.fifa.sample_data import make_sample_pairs
 
     folder = tmp_path_factory.mktemp("analysed_pairs")
     make_sample_pairs(folder, n=8, seed=21)
@@ -63,7 +63,7 @@ def small_run(tmp_path_factory):
     generator's bad pairs, half of the identities in the test split."""
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-    from build_tools.sample_data import make_sample_pairs
+    from pipelines.fifa.sample_data import make_sample_pairs
     from pipelines.fifa_annotate import run
 
     folder = tmp_path_factory.mktemp("small_run")

@@ -21,7 +21,7 @@ import tempfile
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.llm.backends import RawAnswer
-from schemas.fifa import TemplateRef
+from schemas.common import TemplateRef
 from schemas.llm import Usage
 
 

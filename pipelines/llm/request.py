@@ -9,7 +9,7 @@ from functools import cached_property
 
 from pydantic import BaseModel
 
-from schemas.fifa import TemplateRef
+from schemas.common import TemplateRef
 
 # Image tokens are billed per provider; these are what a 512 px crop costs, used only for
 # estimates and for client-side token limits before the provider reports the real count

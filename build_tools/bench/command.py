@@ -1,0 +1,92 @@
+"""`facext bench TARGET`: the command line over the benchmarks of `build_tools.bench`;
+each writes its numbers as JSON and prints a summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from build_tools.bench.machine import machine, pin_to_one_core
+from build_tools.bench.pipeline import FLOOR_STAGES, bench_analysis, bench_pipeline
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", choices=["analysis", "pipeline", "llm", "publish"],
+                        help="what to measure (llm: client throughput against a local server; publish: "
+                             "Parquet export and report page of a run)")
+    parser.add_argument("--n", type=int, default=20, help="generated pairs to time (default 20)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="pipeline: DirectRunner multi-process workers (default: in-process "
+                             "FnApiRunner)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pairs", help="existing sample-data folder to use instead of generating")
+    parser.add_argument("-o", "--output", default=None,
+                        help="JSON file to write (default bench_TARGET.json)")
+    parser.add_argument("--all-cores", action="store_true", help="do not pin to one core")
+    parser.add_argument("--run", default=None,
+                        help="publish: an existing pipeline output to measure (default: run --n generated pairs)")
+    parser.add_argument("--per-task", type=int, default=2, help="publish: report samples per task (default 2)")
+    parser.add_argument("--pipeline-pairs", type=int, default=8,
+                        help="llm: also describe and rate this many generated pairs through the pipeline "
+                             "(0: the client scenarios only; default 8)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    if args.target == "publish":
+        from build_tools.bench.publish import run_bench_publish
+
+        return run_bench_publish(args.run, args.n, args.seed, args.per_task, args.output or "bench_publish.json")
+    if args.target == "llm":
+        from build_tools.bench.llm import bench_llm, summary
+
+        report = {**bench_llm(pipeline_pairs=args.pipeline_pairs), "machine": machine()}
+        Path(args.output or "bench_llm.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(summary(report))
+        print(f"wrote {args.output or 'bench_llm.json'}")
+        return 0
+    if not args.all_cores and not args.workers:
+        pin_to_one_core()
+    measure = bench_pipeline if args.target == "pipeline" else bench_analysis
+    extra = {"workers": args.workers} if args.target == "pipeline" else {}
+    if args.pairs:
+        report = measure(Path(args.pairs), **extra)
+    else:
+        from pipelines.fifa.sample_data import make_sample_pairs
+
+        with tempfile.TemporaryDirectory() as tmp:
+            make_sample_pairs(tmp, n=args.n, seed=args.seed)
+            report = measure(Path(tmp), **extra)
+    args.output = args.output or f"bench_{args.target}.json"
+    report["one_core"] = not args.all_cores and not args.workers
+    if args.target == "pipeline":
+        report["machine"] = machine()
+        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"{report['pairs_in']} pairs in, {report['pairs_written']} written, {report['samples']} samples, "
+              f"{report['runner']}: {report['wall_s']:.1f} s")
+        basis = "at steady state" if report["steady_state"] else "over the whole run (too few pairs for a slope)"
+        print(f"  {report['pairs_per_s_per_core']:.2f} pairs/s per core {basis} "
+              f"({report['pipeline_ms_per_written_pair_core']:.0f} ms per pair and core; whole run "
+              f"{report['pairs_per_s_whole_run']:.2f} pairs/s with {report['fixed_cost_s']:.1f} s to start)")
+        print(f"  analysis alone {report['analysis_ms_per_pair']:.0f} ms per pair, "
+              f"floor {report['floor_ms_per_pair']:.0f} ms")
+        print(f"  pipeline / floor = {report['ratio_to_floor']:.2f}, pipeline / analysis = "
+              f"{report['ratio_to_analysis']:.2f}; peak RSS {report['peak_rss_mb']:.0f} MB "
+              f"({report['peak_rss_mb_quarter_run']:.0f} MB after the quarter run; "
+              f"children {report['peak_rss_children_mb']:.0f} MB)")
+        print(f"wrote {args.output}")
+        return 0
+    report["machine"] = machine()
+    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{report['pairs']} pairs, {report['pairs_per_s_per_core']:.2f} pairs/s "
+          f"{'per core' if report['one_core'] else 'on all cores'}")
+    width = max(len(s) for s in report["stage_ms"])
+    for stage, ms in report["stage_ms"].items():
+        mark = "  (floor)" if stage in FLOOR_STAGES else ""
+        print(f"  {stage:<{width}}  {ms:8.2f} ms{mark}")
+    print(f"  {'total':<{width}}  {report['total_ms_per_pair']:8.2f} ms per pair")
+    print(f"floor (decode + 3 model inferences): {report['floor_ms_per_pair']:.2f} ms; "
+          f"whole / floor = {report['ratio_to_floor']:.2f}")
+    print(f"wrote {args.output}")
+    return 0

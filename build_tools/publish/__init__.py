@@ -1,0 +1,1 @@
+"""`facext publish`: a finished run as a Hugging Face Hub dataset (export, card, upload)."""

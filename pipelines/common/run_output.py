@@ -1,0 +1,258 @@
+"""The output folder of a pipeline run: shards, rejected table and run report.
+
+    OUTPUT/dataset_dict.json, train/, test/   datasets.load_from_disk(OUTPUT)
+    OUTPUT/rejected/                          datasets.load_from_disk(OUTPUT/rejected)
+    OUTPUT/run_report.json                    counts per stage, reason, task and split
+    OUTPUT/_publish/                          `facext publish`'s staging (a new run removes it)
+
+The pipeline writes parts and counts into OUTPUT/_tmp; `finalize` (in the driver, after
+the run) names the shards, writes the metadata and the report, and removes _tmp.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.common.shards import (
+    WriteShards,
+    estimated_buckets,
+    finalize_split,
+    join,
+    parts_by_split,
+    remove_tree,
+)
+
+# `_publish` is `facext publish`'s staging folder: made from this run, stale after a new one.
+OWNED = ("train", "test", "rejected", "_tmp", "_publish", "dataset_dict.json", "run_report.json")
+
+
+def _key_str(key: tuple) -> str:
+    return json.dumps(list(key))
+
+
+class _WriteEvents(beam.DoFn):
+    def __init__(self, path: str):
+        self.path = path
+
+    def process(self, events: list):
+        text = json.dumps(sorted([_key_str(k), v] for k, v in events))
+        with FileSystems.create(self.path) as f:
+            f.write(text.encode())
+
+
+class _WriteBatchRequests(beam.DoFn):
+    """Deferred LLM requests -> one JSONL file per bundle and backend/model, under
+    BATCH/<slug>/requests/ (submitted by the driver after the run)."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def start_bundle(self) -> None:
+        self._files: dict[str, Any] = {}
+
+    def process(self, element) -> None:
+        import uuid
+
+        slug, line = element
+        if slug not in self._files:
+            path = join(self.folder, slug, "requests", f"{uuid.uuid4().hex}.jsonl")
+            self._files[slug] = FileSystems.create(path)
+        self._files[slug].write((json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    def finish_bundle(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+
+class RunOutput:
+    """A run's output folder; a pipeline subclasses it with its record types and report.
+
+    Subclasses set `pipeline` (the name in messages and the report), `sample_type` and
+    `rejected_type` (pydantic rows: the Arrow schemas), `splits`, `rejected_order` (the
+    rejected table's sort fields, telling any two rows apart) and `rows_per_input` (only
+    sizes the shard buckets), and implement `build_report`.
+    """
+
+    pipeline: str
+    sample_type: type
+    rejected_type: type
+    splits: tuple[str, ...] = ("train", "test")
+    rejected_order: tuple[str, ...]
+    rows_per_input: int = 1
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.root = settings.output
+        self.tmp = join(self.root, "_tmp")
+        self.spill_dir = join(self.tmp, "pairs")  # analysed pairs between analysis and describing
+        # Batch-mode state: kept across runs (job ids cost money), never removed by `prepare`.
+        self.batch_dir = join(self.root, "llm_batch")
+        self.started = time.perf_counter()
+        self.report: dict[str, Any] | None = None
+
+    def prepare(self) -> None:
+        """Remove what an earlier run of this pipeline left here (only its own files).
+
+        Refuses a folder that holds `train/`, `test/` or `rejected/` without an earlier
+        run's report: those were not written by this pipeline and are not ours to delete.
+        """
+        present = [name for name in OWNED if FileSystems.exists(join(self.root, name))]
+        ours = FileSystems.exists(join(self.root, "run_report.json")) or FileSystems.exists(self.tmp)
+        if present and not ours:
+            raise SystemExit(f"--output {self.root} already holds {', '.join(present)} from something other "
+                             f"than {self.pipeline}; choose an empty or new folder")
+        for name in present:
+            remove_tree(join(self.root, name))
+        if not FileSystems.exists(self.root):
+            FileSystems.mkdirs(self.root)
+        self.started = time.perf_counter()
+
+    def progress_dir(self) -> str | None:
+        """Where local workers count finished pairs for the progress line (local outputs
+        only; under _tmp, so finalize removes it)."""
+        return None if "://" in self.root else join(self.tmp, "progress")
+
+    def write(self, samples, rejected, events: tuple, pending: tuple = ()) -> None:
+        """Add the writing steps to the graph."""
+        if pending:
+            (pending | "All deferred requests" >> beam.Flatten()
+             | "Write batch requests" >> beam.ParDo(_WriteBatchRequests(self.batch_dir)))
+        max_rows = self.settings.max_rows_per_shard
+        sample_parts = samples | "Write sample shards" >> WriteShards(
+            join(self.tmp, "samples"), self.sample_type, ("sample_id",), max_rows, "split", self.buckets())
+        rejected_rows = rejected | "Rejected as rows" >> beam.Map(lambda r: r.model_dump())
+        rejected_parts = rejected_rows | "Write rejected table" >> WriteShards(
+            join(self.tmp, "rejected"), self.rejected_type, self.rejected_order, max_rows, None,
+            {"all": estimated_buckets(0.1 * self.settings.expected_inputs, max_rows)})
+        rejected_counts = rejected | "Count rejects" >> beam.Map(lambda r: (r.count_key(), 1))
+        (
+            (*events, sample_parts, rejected_parts, rejected_counts)
+            | "All counts" >> beam.Flatten()
+            | "Sum counts" >> beam.CombinePerKey(sum)
+            | "Collect counts" >> beam.combiners.ToList()
+            | "Write counts" >> beam.ParDo(_WriteEvents(join(self.tmp, "events.json")))
+        )
+
+    def buckets(self) -> dict[str, int]:
+        """Shard buckets per split, from the manifest's row count (train and test by
+        `test_fraction`)."""
+        max_rows = self.settings.max_rows_per_shard
+        expected = self.settings.expected_inputs * self.rows_per_input
+        test = self.settings.test_fraction
+        return {"train": estimated_buckets(expected * (1 - test), max_rows),
+                "test": estimated_buckets(expected * test, max_rows)}
+
+    # --- after the run ------------------------------------------------------------------------
+
+    def _events(self) -> dict[tuple, float]:
+        path = join(self.tmp, "events.json")
+        with FileSystems.open(path) as f:
+            return {tuple(json.loads(k)): v for k, v in json.loads(f.read().decode())}
+
+    def finalize(self) -> dict[str, Any]:
+        from schemas.features import hf_features
+
+        events = self._events()
+        wall_s = time.perf_counter() - self.started
+        if self.settings.llm_batch and sum(v for k, v in events.items() if k[0] == "pending"):
+            # Pairs wait for batch answers: no shards yet (the run that finds every answer
+            # in the cache writes them); the requests go to the providers now.
+            self.submit_batches()
+            self.report = self.build_report(events, {}, wall_s, self.batch_report())
+        else:
+            parts = parts_by_split(events)
+            sample_features, rejected_features = hf_features(self.sample_type), hf_features(self.rejected_type)
+            shards = {}
+            for split in self.splits:
+                shards[split] = finalize_split(join(self.root, split), join(self.tmp, "samples", split),
+                                               parts.get(split, {}), sample_features, None)
+            with FileSystems.create(join(self.root, "dataset_dict.json")) as f:
+                f.write(json.dumps({"splits": list(self.splits)}).encode())
+            shards["rejected"] = finalize_split(join(self.root, "rejected"), join(self.tmp, "rejected", "all"),
+                                                parts.get("all", {}), rejected_features, None)
+            self.report = self.build_report(events, shards, wall_s, self.batch_report())
+        with FileSystems.create(join(self.root, "run_report.json")) as f:
+            f.write((json.dumps(self.report, indent=2, ensure_ascii=False) + "\n").encode())
+        remove_tree(self.tmp)
+        return self.report
+
+    def build_report(self, events: dict[tuple, float], shards: dict, wall_s: float,
+                     batch: dict | None) -> dict[str, Any]:
+        """The run report (`pipelines.common.run_report.build_report` and the pipeline's own sections)."""
+        raise NotImplementedError
+
+    # --- batch mode ---------------------------------------------------------------------------
+
+    def _batch_configs(self) -> dict[str, Any]:
+        return {config.slug: config for config in self.settings.llm_configs}
+
+    def state_path(self, slug: str) -> str:
+        return join(self.batch_dir, slug, "state.json")
+
+    def submit_batches(self) -> None:
+        from pipelines.llm.batch import submit
+
+        for slug, config in self._batch_configs().items():
+            pattern = join(self.batch_dir, slug, "requests", "*.jsonl")
+            files = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+            if files:
+                submit(config, sorted(files), self.state_path(slug))
+                FileSystems.delete(files)
+
+    def collect_batches(self) -> bool:
+        """Fetch finished batch jobs into the cache; True when none is still running (the
+        run can go on: it finishes, or submits the next round)."""
+        from pipelines.llm.batch import collect, failed_path
+        from pipelines.llm.cache import LlmCache
+
+        configs = self._batch_configs()
+        states = [self.state_path(slug) for slug in configs]
+        if not any(FileSystems.exists(path) for path in states):
+            raise SystemExit(f"--llm_batch collect: nothing was submitted into {self.batch_dir}; "
+                             f"run with --llm_batch submit first")
+        done = True
+        for slug, config in configs.items():
+            if FileSystems.exists(self.state_path(slug)):
+                state = collect(config, self.state_path(slug), LlmCache(config.cache))
+                done = done and not state.pending_jobs
+        # Requests whose batch answer failed are not resubmitted: the next run rejects them.
+        self.settings = self.settings.with_failed_keys(
+            {slug: failed_path(self.state_path(slug)) for slug in configs})
+        return done
+
+    def batch_report(self) -> dict[str, Any] | None:
+        if not self.settings.llm_batch:
+            return None
+        from pipelines.llm.batch import load_state
+
+        out = {}
+        for slug in self._batch_configs():
+            if FileSystems.exists(self.state_path(slug)):
+                out[slug] = load_state(self.state_path(slug)).report()
+        return out
+
+    def batch_summary(self) -> str:
+        from pipelines.llm.batch import load_state
+
+        lines = []
+        for slug in self._batch_configs():
+            if FileSystems.exists(self.state_path(slug)):
+                lines.append(f"{slug}: {load_state(self.state_path(slug)).summary()}")
+        return "\n".join(lines + ["some batch jobs are still running: run --llm_batch collect again later"])
+
+    def summary(self) -> str:
+        r = self.report
+        if r is None:
+            return "not finished"
+        tasks = ", ".join(f"{t} {n}" for t, n in r["samples"]["by_task"].items())
+        reasons = ", ".join(f"{k} {v}" for k, v in r["rejected"]["by_reason"].items()) or "none"
+        return (f"{r['inputs']} inputs: {r['pairs_written']} pairs written, {r['pairs_rejected']} rejected "
+                f"({reasons})\n{r['samples']['total']} samples ({tasks})\n"
+                f"train {r['samples']['by_split'].get('train', 0)}, test {r['samples']['by_split'].get('test', 0)}"
+                f" -> {self.root}  [{r['timings']['wall_s']:.1f} s]")

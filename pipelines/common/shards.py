@@ -1,0 +1,237 @@
+"""Arrow shards in the `datasets` save format, written by Beam, finished by the driver.
+
+Rows never travel through the shuffle: they are spilled to files (`pipelines.common.spill`)
+and the shuffle carries only (bucket, sort key, where the row lies), so it moves a few
+bytes per row however large the images are, and a writer holds one record batch
+(`WRITER_BATCH_ROWS` rows) at a time.  Workers write each split's rows into temporary
+Arrow IPC stream files; the driver then
+renames them to `SPLIT/data-{i:05d}-of-{n:05d}.arrow` and writes `state.json`,
+`dataset_info.json` and `dataset_dict.json`, so `datasets.load_from_disk` opens the
+folder.  Placement is a pure function of the rows and the bucket counts: a row's
+bucket is a hash of its id, a bucket's rows are sorted by id and cut into files of at
+most `max_rows`, so the same rows give byte-identical files on any runner.
+
+The bucket counts come from the driver (an estimate from the manifest's row count),
+not from a count inside the pipeline: the Dask runner computes side inputs wrongly
+behind a reshuffle, and every runner must place rows alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.common.spill import Spill, SpillReader
+
+WRITER_BATCH_ROWS = 100  # record batches of image rows, as `datasets` writes them
+
+
+def stable_bucket(key: str, buckets: int) -> int:
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % buckets
+
+
+def join(*parts: str) -> str:
+    """Path join that works for local paths and filesystem URLs."""
+    return FileSystems.join(*parts) if parts else ""
+
+
+def write_arrow(path: str, rows: Iterable[dict[str, Any]], features) -> tuple[int, int]:
+    """Rows (in `to_row` form) as one Arrow IPC stream file, written batch by batch so
+    only `WRITER_BATCH_ROWS` rows are encoded at a time; returns (rows, bytes)."""
+    import pyarrow as pa
+
+    schema = features.arrow_schema
+    sink = _CountingWriter(FileSystems.create(path))
+    count = 0
+    with sink, pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), schema) as writer:
+        for batch in _batches(rows, WRITER_BATCH_ROWS):
+            encoded = [features.encode_example(r) for r in batch]
+            writer.write_batch(pa.RecordBatch.from_pylist(encoded, schema=schema))
+            count += len(batch)
+    return count, sink.written
+
+
+def _batches(rows: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _CountingWriter:
+    """A write-only file that counts its bytes (Beam's GCS writer cannot `tell`)."""
+
+    def __init__(self, f):
+        self.f, self.written, self.closed = f, 0, False
+
+    def write(self, data) -> int:
+        self.f.write(data)
+        self.written += len(data)
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.f.close()
+            self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _WriteBucket(beam.DoFn):
+    """One bucket's rows, read back from the spill files in sorted order, as shard files of
+    at most `max_rows` rows (one file's rows in memory at a time)."""
+
+    def __init__(self, tmp_dir: str, record_type, max_rows: int):
+        self.tmp_dir, self.record_type, self.max_rows = tmp_dir, record_type, max_rows
+        self.features = None
+
+    def setup(self) -> None:
+        from schemas.features import hf_features
+
+        self.features = hf_features(self.record_type)
+
+    def process(self, element):
+        (split, bucket), keyed_refs = element
+        refs = [ref for _, ref in sorted(keyed_refs)]
+        reader = SpillReader()
+        try:
+            for c in range(math.ceil(len(refs) / self.max_rows)):
+                chunk = (reader.read(ref) for ref in refs[c * self.max_rows:(c + 1) * self.max_rows])
+                name = f"part-{bucket:05d}-{c:03d}.arrow"
+                rows, size = write_arrow(join(self.tmp_dir, split, name), chunk, self.features)
+                yield (("part_rows", split, name), rows)
+                yield (("part_bytes", split, name), size)
+        finally:
+            reader.close()
+
+
+class _BucketKey:
+    """(row, ref) -> ((split, bucket), (sort key, ref)): what the shuffle carries per row."""
+
+    def __init__(self, sort_fields: tuple[str, ...], split_field: str | None, buckets: dict[str, int]):
+        self.sort_fields, self.split_field, self.buckets = sort_fields, split_field, buckets
+
+    def __call__(self, row: dict, ref):
+        split = row[self.split_field] if self.split_field else "all"
+        bucket = stable_bucket(row[self.sort_fields[0]], max(1, self.buckets.get(split, 1)))
+        return (split, bucket), (tuple(_sortable(row[f]) for f in self.sort_fields), ref)
+
+
+def _sortable(value) -> tuple:
+    return (value is not None, value if value is not None else 0)
+
+
+class WriteShards(beam.PTransform):
+    """Rows -> temporary shard files; outputs (key, number) events describing the parts.
+
+    A row's split is its `split_field` (one split "all" without one); split s has
+    `buckets[s]` buckets (1 if not named), chosen by a hash of the row's
+    `sort_fields[0]` (its id); a bucket's rows are ordered by `sort_fields`, which must
+    tell every two rows apart.
+    """
+
+    def __init__(self, tmp_dir: str, record_type, sort_fields: tuple[str, ...], max_rows: int,
+                 split_field: str | None, buckets: dict[str, int] | None = None):
+        super().__init__()
+        self.tmp_dir, self.record_type, self.sort_fields = tmp_dir, record_type, sort_fields
+        self.max_rows, self.split_field = max_rows, split_field
+        self.buckets = dict(buckets or {})
+
+    def expand(self, rows):
+        keyed = _BucketKey(self.sort_fields, self.split_field, self.buckets)
+        return (rows
+                | "Spill rows, bucket by id hash" >> beam.ParDo(Spill(join(self.tmp_dir, "spill"), keyed))
+                | "Group buckets" >> beam.GroupByKey()
+                | "Write bucket files" >> beam.ParDo(_WriteBucket(self.tmp_dir, self.record_type, self.max_rows)))
+
+
+# --- the driver's part -------------------------------------------------------------------------
+
+
+def estimated_buckets(expected_rows: float, max_rows: int) -> int:
+    """Buckets for a split expected to hold `expected_rows` rows."""
+    return max(1, math.ceil(expected_rows / max_rows))
+
+
+def _write_text(path: str, text: str) -> None:
+    with FileSystems.create(path) as f:
+        f.write(text.encode())
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def finalize_split(out_dir: str, tmp_dir: str, parts: dict[str, tuple[int, int]], features,
+                   split: str | None) -> dict[str, Any]:
+    """Rename one split's parts (name -> (rows, bytes)) into the save_to_disk layout.
+
+    Returns the split's numbers: files, rows, bytes.
+    """
+    if not FileSystems.exists(out_dir):
+        FileSystems.mkdirs(out_dir)
+    names = sorted(parts)
+    n = len(names)
+    files = [f"data-{i:05d}-of-{n:05d}.arrow" for i in range(n)]
+    for name, final in zip(names, files, strict=True):
+        FileSystems.rename([join(tmp_dir, name)], [join(out_dir, final)])
+    if not names:
+        # `datasets` cannot load a split without files, so an empty split gets one file
+        # holding the schema and no rows.
+        files = ["data-00000-of-00001.arrow"]
+        _, size = write_arrow(join(out_dir, files[0]), [], features)
+        names, parts = ["(empty)"], {"(empty)": (0, size)}
+    rows = sum(parts[k][0] for k in names)
+    size = sum(parts[k][1] for k in names)
+    fingerprint = hashlib.sha256(json.dumps(
+        [split, [(f, parts[k]) for f, k in zip(files, names, strict=True)]]).encode()).hexdigest()[:16]
+    state = {
+        "_data_files": [{"filename": f} for f in files],
+        "_fingerprint": fingerprint,
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": split,
+    }
+    info = {"citation": "", "description": "", "features": features.to_dict(), "homepage": "",
+            "license": ""}
+    _write_text(join(out_dir, "state.json"), _json(state))
+    _write_text(join(out_dir, "dataset_info.json"), _json(info))
+    return {"files": len(files), "rows": rows, "bytes": size}
+
+
+def parts_by_split(events: dict[tuple, float]) -> dict[str, dict[str, tuple[int, int]]]:
+    """(key, number) events of `WriteShards` -> split -> part name -> (rows, bytes)."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for key, value in events.items():
+        if key[0] in ("part_rows", "part_bytes"):
+            slot = out.setdefault(key[1], {}).setdefault(key[2], [0, 0])
+            slot[0 if key[0] == "part_rows" else 1] = int(value)
+    return {s: {k: (v[0], v[1]) for k, v in parts.items()} for s, parts in out.items()}
+
+
+def remove_tree(path: str) -> None:
+    if FileSystems.exists(path):
+        FileSystems.delete([path])

@@ -1,0 +1,1 @@
+"""FaceInstruct: labelled face datasets -> instruction samples (issue 15; not built yet)."""

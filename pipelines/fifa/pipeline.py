@@ -1,0 +1,156 @@
+"""The FiFa-Instruct pipeline: its options, its graph and its run (the driver users call
+is `pipelines/fifa_annotate.py`).
+
+Reads top to bottom like the method: read manifest -> load and validate pair -> face
+geometry -> artifact analysis -> concepts and evidence -> describe -> rate -> make
+samples -> write.  Every input ends as samples or as a row of `OUTPUT/rejected`; the counts are in
+`OUTPUT/run_report.json`.  With no options it runs on the bundled sample pairs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.common.beam_tags import EVENTS, OK, PENDING, REJECTED, split_outputs
+from pipelines.common.manifest_io import ReadManifest
+from pipelines.common.options import expand_config, known_option_names
+from pipelines.common.progress import count_into, watch_counts
+from pipelines.common.runners import is_local, run_pipeline
+from pipelines.common.shards import join
+from pipelines.common.spill import SpilledBatches
+from pipelines.fifa.output import FifaOutput
+from pipelines.fifa.pairs import pair_parser
+from pipelines.fifa.settings import FifaSettings
+from pipelines.fifa.stages import (
+    AnalyseArtifacts,
+    ConceptsAndEvidence,
+    Describe,
+    LoadPair,
+    LocateFace,
+    MakeSamples,
+    Rate,
+)
+from pipelines.llm.options import add_llm_arguments, bare_flags
+
+
+class FifaOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        group = parser.add_argument_group("FiFa-Instruct")
+        group.add_argument("--input", default=None,
+                           help="manifest of pairs (JSONL, CSV or Parquet): path, glob or URL "
+                                "(default: the bundled sample pairs)")
+        group.add_argument("--output", default="out/fifa_instruct", help="output folder or URL")
+        group.add_argument("--crop_size", type=int, default=512, help="side of the aligned crop, px")
+        group.add_argument("--mask_mode", choices=("absolute", "percentile"), default="absolute",
+                           help="artifact mask: fixed difference threshold, or top percentile")
+        group.add_argument("--mask_threshold", type=float, default=12.0,
+                           help="absolute mode: mean |fake-real| over RGB, 0..255 (default 12)")
+        group.add_argument("--mask_percentile", type=float, default=95.0,
+                           help="percentile mode: keep differences above this percentile (default 95)")
+        group.add_argument("--coverage_threshold", type=float, default=0.10,
+                           help="an atomic concept has artifacts above this coverage |A∩R|/|R|")
+        group.add_argument("--max_rows_per_shard", type=int, default=1000, help="rows per Arrow file, at most")
+        group.add_argument("--test_fraction", type=float, default=0.1,
+                           help="share of identities (subject, else pair) in the test split")
+        group.add_argument("--seed", type=int, default=0, help="varies phrasings, regions and boxes")
+        group.add_argument("--allow_absolute_paths", action="store_true",
+                           help="let manifest rows name absolute paths, URLs or paths outside its folder")
+        group.add_argument("--config", default=None, help="YAML file of options; flags override it")
+        add_llm_arguments(parser)
+
+
+def stage(pcoll, label: str, fn, tags=(OK, REJECTED)) -> dict:
+    """One stage: its DoFn, then its outputs by tag."""
+    return split_outputs(pcoll | label >> beam.ParDo(fn), label, tags)
+
+
+def pair_id_of(item) -> str:
+    return item.pair.pair_id
+
+
+def build(p: beam.Pipeline, settings: FifaSettings, output: FifaOutput, progress_dir: str | None = None) -> None:
+    """The graph.  Each stage's refusals go to `rejected`, its counts to `events`; with
+    `progress_dir` (local runs) every finished pair is also counted there."""
+    analysis = settings.analysis_config()
+    manifest = p | "Read manifest" >> ReadManifest(settings.manifests,
+                                                         pair_parser(settings.allow_absolute_paths))
+    loaded = stage(manifest["pairs"], "Load and validate pair", LoadPair())
+    located = stage(loaded[OK], "Face geometry", LocateFace(analysis))
+    artifacts = stage(located[OK], "Artifact analysis", AnalyseArtifacts(analysis))
+    concepts = stage(artifacts[OK], "Concepts and evidence", ConceptsAndEvidence(analysis),
+                     (OK, REJECTED, EVENTS))
+    # Batches spread over workers; a batch's pairs are described `--llm_concurrency` at a time.
+    batches = concepts[OK] | "Batch pairs" >> SpilledBatches(output.spill_dir, pair_id_of, settings.batches())
+    described = stage(batches, "Describe", Describe(settings.describer, settings.describer_llm),
+                      (OK, REJECTED, EVENTS, PENDING))
+    rated = stage(described[OK], "Rate", Rate(settings.rater if settings.rater != "none" else None,
+                                              settings.rater_llm, settings.min_rating, settings.max_hallucinated),
+                  (OK, REJECTED, EVENTS, PENDING))
+    samples = stage(rated[OK], "Make samples",
+                    MakeSamples(settings.sample_config(), settings.options_hash()), (OK, REJECTED, EVENTS))
+    rejected = ((manifest["rejected"], loaded[REJECTED], located[REJECTED], artifacts[REJECTED],
+                 concepts[REJECTED], described[REJECTED], rated[REJECTED], samples[REJECTED])
+                | "All rejected" >> beam.Flatten())
+    events = (manifest["events"], concepts[EVENTS], described[EVENTS], rated[EVENTS], samples[EVENTS])
+    output.write(samples[OK], rejected, events, (described[PENDING], rated[PENDING]))
+    if progress_dir:
+        count_progress(progress_dir, "analysed", manifest["rejected"], loaded[REJECTED], located[REJECTED],
+                       artifacts[REJECTED], concepts[REJECTED], concepts[OK])
+        count_progress(progress_dir, "passed", concepts[OK])
+        count_progress(progress_dir, "finished", described[REJECTED], rated[REJECTED], samples[REJECTED])
+        count_progress(progress_dir, "finished", described[EVENTS], rated[EVENTS], samples[EVENTS],
+                       weight=_finishing, first=3)
+
+
+def count_progress(folder: str, group: str, *pcolls, weight=None, first: int = 0) -> None:
+    """Counts pairs into `folder/group` for the progress line.  Each collection is counted
+    in the stage that makes it (a Flatten would hold the counts back to the end of a
+    local run)."""
+    for i, pcoll in enumerate(pcolls, first):
+        _ = pcoll | f"Progress {group} {i}" >> beam.ParDo(count_into(join(folder, group), weight))
+
+
+FINISHED = ("pairs_written", "pending")  # events that end a pair's way (rejects end the others')
+
+
+def _finishing(event) -> int:
+    """1 for the events that end a pair's way (written, or waiting for a batch answer)."""
+    return int(event[1]) if event[0][0] in FINISHED else 0
+
+
+def run(argv: list[str] | None = None, runner=None) -> FifaOutput:
+    """Run the pipeline (Beam's options and ours from argv); `runner` overrides --runner."""
+    argv = bare_flags(expand_config(list(sys.argv[1:] if argv is None else argv), known_option_names(FifaOptions)))
+    options = FifaOptions(argv)  # parsed by FifaOptions' parser, so --help lists our options
+    settings = FifaSettings.from_options(options.view_as(FifaOptions))
+    output = FifaOutput(settings)
+    if settings.dry_run:
+        from pipelines.fifa.plan import dry_run
+
+        print(dry_run(settings))
+        return output
+    if settings.llm_batch == "collect":
+        if not output.collect_batches():
+            print(output.batch_summary())
+            return output
+        settings = output.settings  # now knows which requests failed in their batch
+    output.prepare()
+    progress_dir = output.progress_dir() if is_local(options, runner) else None
+    if progress_dir:
+        phases = [("fifa_annotate: analysing", "analysed", settings.expected_inputs),
+                  ("fifa_annotate: describing, rating, writing", "finished", "passed")]
+        with watch_counts(progress_dir, phases, "pair"):
+            run_pipeline(lambda p: build(p, settings, output, progress_dir), options, runner)
+    else:
+        run_pipeline(lambda p: build(p, settings, output), options, runner)
+    output.finalize()
+    print(output.summary())
+    return output
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,309 @@
+"""Stage 8: the samples of the 11 FiFa tasks from one analysed, described pair.
+
+Plain code over arrays and records; `make_samples` is what the pipeline's "make
+samples" step calls.  Every choice (which phrasing, which region, which box) is a
+seeded hash of the sample id, so the same pair gives the same samples anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+
+import cv2
+import numpy as np
+
+from fict.mentions import matcher_for
+from fict.tree import ConceptTree
+from pipelines.fifa.describe import PairDescription, grounded_leaves, referenced, render
+from prompts.instructions import InstructionLibrary
+from schemas.analysis import PairAnalysis
+from schemas.common import RleMask, TemplateRef, Turn
+from schemas.fifa import CATEGORIES, FifaSample, PairInput, Provenance, TextCheck
+from schemas.masks import encode_mask
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    seed: int = 0  # varies phrasings, regions and boxes; not the split
+    test_fraction: float = 0.1
+    max_grounded: int = 6  # concepts grounded in one answer at most
+    min_negative_px: int = 400  # a negative region must be at least this large
+    min_box_px: int = 40  # a concept counts inside a box with this many changed pixels
+    box_margin: float = 0.15  # positive boxes grow by this fraction of their size
+
+
+@dataclass
+class AnalyzedPair:
+    """What the analysis hands on: the record, the crops (PNG) and the two maps."""
+
+    pair: PairInput
+    analysis: PairAnalysis
+    real_png: bytes
+    fake_png: bytes
+    labels: np.ndarray  # (h, w) uint8 atomic FICT indices
+    artifact_mask: np.ndarray  # (h, w) bool
+
+    @property
+    def flagged(self) -> list[str]:
+        return [c.id for c in self.analysis.concepts if c.artifact]
+
+
+def stable_hash(*parts: object) -> int:
+    """64-bit hash of the parts; the same in every process (unlike `hash`)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def split_of(pair: PairInput, test_fraction: float) -> str:
+    """`test` for a stable `test_fraction` of identities (subject, else pair)."""
+    key = pair.subject_id or pair.pair_id
+    return "test" if stable_hash("split", key) / 2**64 < test_fraction else "train"
+
+
+def sample_id(pair_id: str, task: str, variant: str) -> str:
+    return hashlib.sha256(f"fifa\x1f{pair_id}\x1f{task}\x1f{variant}".encode()).hexdigest()[:20]
+
+
+class _Masks:
+    """Region and artifact masks of one pair, computed and encoded on demand, once each
+    (many samples of a pair share them)."""
+
+    def __init__(self, tree: ConceptTree, item: AnalyzedPair):
+        self.tree, self.item = tree, item
+        self._region: dict[str, np.ndarray] = {}
+        self._rle: dict[tuple[str, str | None], RleMask] = {}
+
+    def region(self, node_id: str) -> np.ndarray:
+        if node_id not in self._region:
+            member = self.tree.membership[self.tree.node_index[node_id]].astype(bool)
+            self._region[node_id] = member[self.item.labels]
+        return self._region[node_id]
+
+    def artifact(self, node_id: str | None = None) -> np.ndarray:
+        mask = self.item.artifact_mask
+        return mask if node_id is None else mask & self.region(node_id)
+
+    def region_rle(self, node_id: str) -> RleMask:
+        key = ("region", node_id)
+        if key not in self._rle:
+            self._rle[key] = _rle(self.region(node_id))
+        return self._rle[key]
+
+    def artifact_rle(self, node_id: str | None = None) -> RleMask:
+        key = ("artifact", node_id)
+        if key not in self._rle:
+            self._rle[key] = _rle(self.artifact(node_id))
+        return self._rle[key]
+
+    @cached_property
+    def face(self) -> np.ndarray:
+        return self.region("face")
+
+
+def _box_mask(shape: tuple[int, int], box: list[int]) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    out = np.zeros(shape, bool)
+    out[y0:y1, x0:x1] = True
+    return out
+
+
+def _bbox(mask: np.ndarray) -> list[int] | None:
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return None
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def _rle(mask: np.ndarray) -> RleMask:
+    return RleMask(**encode_mask(mask))
+
+
+class SampleMaker:
+    """Turns analysed, described pairs into samples (one maker per worker)."""
+
+    def __init__(self, tree: ConceptTree, library: InstructionLibrary,
+                 config: SampleConfig | None = None, *, facext_version: str, options_hash: str):
+        self.tree = tree
+        self.library = library
+        self.config = config or SampleConfig()
+        self.facext_version = facext_version
+        self.options_hash = options_hash
+        self.matcher = matcher_for(tree)
+
+    def make(self, item: AnalyzedPair, description: PairDescription,
+             check: TextCheck | None = None) -> list[FifaSample]:
+        """The pair's samples; `check` (the rate stage's finding) adds the rating and the
+        per-answer hallucinated concepts."""
+        pair, cfg = item.pair, self.config
+        split = split_of(pair, cfg.test_fraction)
+        masks = _Masks(self.tree, item)
+        samples: list[FifaSample] = []
+        check = check or TextCheck()
+        flagged = set(item.flagged)
+
+        def add(task: str, variant: str, question: str, answer: str, *, fake: bool = True,
+                seg: list[RleMask] = (), concepts: list[str] = (), bbox: list[int] | None = None,
+                sid: str | None = None, explanation: str = "") -> None:
+            """One sample; `explanation` is the describer's text the answer renders, the
+            only part of an answer that can hallucinate (fixed phrasings are ours)."""
+            negative = variant == "neg"
+            sid = sid or sample_id(pair.pair_id, task, variant)
+            if answer.count("[SEG]") != len(seg):
+                raise AssertionError(f"{task}: {answer.count('[SEG]')} [SEG] but {len(seg)} masks")
+            named = self.matcher.hallucinated(explanation, flagged) if explanation else []
+            samples.append(FifaSample(
+                sample_id=sid, pair_id=pair.pair_id, task=task, split=split,
+                image=item.fake_png if fake else item.real_png, is_fake=fake, negative=negative,
+                category=pair.category, method=pair.method, subject_id=pair.subject_id,
+                source_dataset=pair.source_dataset,
+                conversations=[Turn(from_="human", value=question), Turn(from_="gpt", value=answer)],
+                masks=list(seg),
+                region_masks=[masks.region_rle(c) for c in concepts],
+                concepts=list(concepts), bbox=bbox,
+                crop_transform=item.analysis.crop_transform,
+                rating=check.rating, hallucinated_concepts=named,
+                provenance=self._provenance(pair, description, task, check),
+            ))
+
+        lib, seed = self.library, cfg.seed
+
+        def ask(task: str, sid: str, **fields) -> str:
+            return lib.question(task, sid, seed, **fields)
+
+        def say(kind: str, sid: str, **fields) -> str:
+            return lib.answer(kind, sid, seed, **fields)
+
+        # Detection: the fake and its real counterpart.
+        for variant, fake in (("fake", True), ("real", False)):
+            sid = sample_id(pair.pair_id, "det", variant)
+            add("det", variant, ask("det", sid), say("det_fake" if fake else "det_real", sid),
+                fake=fake, sid=sid)
+        if pair.category in CATEGORIES:
+            sid = sample_id(pair.pair_id, "cls", "fake")
+            add("cls", "fake", ask("cls", sid), say("cls", sid, category=pair.category), sid=sid)
+
+        # Image level.
+        text = description.image
+        grounded = referenced(text)
+        for task in ("i_toe", "i_age", "i_loc"):
+            sid = sample_id(pair.pair_id, task, "pos")
+            if task == "i_toe":
+                add(task, "pos", ask(task, sid), render(text, self.tree, grounded=False),
+                    concepts=grounded, sid=sid, explanation=text)
+            elif task == "i_age":
+                add(task, "pos", ask(task, sid), render(text, self.tree, grounded=True),
+                    seg=[masks.artifact_rle(c) for c in grounded], concepts=grounded, sid=sid,
+                    explanation=text)
+            else:
+                add(task, "pos", ask(task, sid), say("loc", sid), seg=[masks.artifact_rle()], sid=sid)
+
+        # Region level: a flagged concept, and an untouched one as the honest negative.
+        positive = self._pick([c for c in item.flagged if c != self.tree.root.id], pair.pair_id, "r+")
+        negative = self._pick(self._clean_regions(item), pair.pair_id, "r-")
+        for task in ("r_toe", "r_age", "r_loc"):
+            if positive is not None:
+                sid = sample_id(pair.pair_id, task, "pos")
+                name = self.tree[positive].name
+                text = description.concepts[positive]
+                refs = referenced(text)
+                question = ask(task, sid, region=name)
+                if task == "r_toe":
+                    add(task, "pos", question, render(text, self.tree, False), concepts=refs, sid=sid,
+                        explanation=text)
+                elif task == "r_age":
+                    add(task, "pos", question, render(text, self.tree, True),
+                        seg=[masks.artifact_rle(c) for c in refs], concepts=refs, sid=sid,
+                        explanation=text)
+                else:
+                    add(task, "pos", question, say("loc", sid), seg=[masks.artifact_rle(positive)],
+                        concepts=[positive], sid=sid)
+            if negative is not None:
+                sid = sample_id(pair.pair_id, task, "neg")
+                name = self.tree[negative].name
+                add(task, "neg", ask(task, sid, region=name),
+                    say("region_negative", sid, region=name), concepts=[negative], sid=sid)
+
+        # Box level: a box around one concept's change, and a box with no change at all.
+        leaves = grounded_leaves(self.tree, item.analysis, self.tree.root.id, cfg.max_grounded)
+        anchor = self._pick(leaves, pair.pair_id, "b+")
+        if anchor is not None:
+            box = self._grow(_bbox(masks.artifact(anchor)), item.artifact_mask.shape)
+            inside = _box_mask(item.artifact_mask.shape, box)
+            in_box = [c for c in leaves if (masks.artifact(c) & inside).sum() >= cfg.min_box_px]
+            if anchor not in in_box:
+                in_box = sorted({*in_box, anchor}, key=self.tree.node_index.__getitem__)
+            text = " ".join(description.concepts[c] for c in in_box)
+            for task in ("b_toe", "b_age", "b_loc"):
+                sid = sample_id(pair.pair_id, task, "pos")
+                if task == "b_toe":
+                    add(task, "pos", ask(task, sid), render(text, self.tree, False),
+                        concepts=in_box, bbox=box, sid=sid, explanation=text)
+                elif task == "b_age":
+                    refs = referenced(text)  # a model's prose may not name every concept it covers
+                    add(task, "pos", ask(task, sid), render(text, self.tree, True),
+                        seg=[_rle(masks.artifact(c) & inside) for c in refs], concepts=refs,
+                        bbox=box, sid=sid, explanation=text)
+                else:
+                    add(task, "pos", ask(task, sid), say("loc", sid),
+                        seg=[_rle(item.artifact_mask & inside)], bbox=box, sid=sid)
+            clean = self._clean_box(masks, box, pair.pair_id)
+            if clean is not None:
+                for task in ("b_toe", "b_age", "b_loc"):
+                    sid = sample_id(pair.pair_id, task, "neg")
+                    add(task, "neg", ask(task, sid), say("box_negative", sid), bbox=clean, sid=sid)
+        return samples
+
+    # --- choices -------------------------------------------------------------------------
+
+    def _pick(self, options: list[str], *key: str) -> str | None:
+        if not options:
+            return None
+        return options[stable_hash(self.config.seed, *key) % len(options)]
+
+    def _clean_regions(self, item: AnalyzedPair) -> list[str]:
+        """Nodes with no changed pixel and enough area to ask about."""
+        return [c.id for c in item.analysis.concepts
+                if c.artifact_px == 0 and c.region_px >= self.config.min_negative_px
+                and c.id != self.tree.root.id]
+
+    def _grow(self, box: list[int], shape: tuple[int, int]) -> list[int]:
+        x0, y0, x1, y1 = box
+        mx = round((x1 - x0) * self.config.box_margin) + 4
+        my = round((y1 - y0) * self.config.box_margin) + 4
+        h, w = shape
+        return [max(x0 - mx, 0), max(y0 - my, 0), min(x1 + mx, w), min(y1 + my, h)]
+
+    def _clean_box(self, masks: _Masks, box: list[int], pair_id: str) -> list[int] | None:
+        """A box of the same size that holds no changed pixel and is mostly face; the
+        first of a seeded order of grid positions, or None when there is none."""
+        h, w = masks.item.artifact_mask.shape
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        if bw >= w or bh >= h:
+            return None
+        # Summed-area tables: any box's pixel count in four lookups.
+        art = cv2.integral(masks.item.artifact_mask.astype(np.uint8))
+        face = cv2.integral(masks.face.astype(np.uint8))
+
+        def area(table: np.ndarray, x: int, y: int) -> int:
+            return int(table[y + bh, x + bw] - table[y, x + bw] - table[y + bh, x] + table[y, x])
+
+        step = max(8, min(bw, bh) // 4)
+        positions = [(x, y) for y in range(0, h - bh + 1, step) for x in range(0, w - bw + 1, step)]
+        order = np.random.default_rng(stable_hash(self.config.seed, pair_id, "b-")).permutation(len(positions))
+        for x, y in (positions[i] for i in order):
+            if area(art, x, y) == 0 and area(face, x, y) >= 0.5 * bw * bh:
+                return [x, y, x + bw, y + bh]
+        return None
+
+    def _provenance(self, pair: PairInput, description: PairDescription, task: str,
+                    check: TextCheck) -> Provenance:
+        instructions = TemplateRef(id=self.library.template_id(task), version=self.library.content_hash)
+        return Provenance(
+            manifest=pair.manifest, row=pair.row, source_dataset=pair.source_dataset,
+            describer=description.describer, model=description.model,
+            rater=check.rater, rater_model=check.rater_model,
+            prompt_templates=[instructions, *description.templates, *check.templates],
+            facext_version=self.facext_version, options_hash=self.options_hash,
+        )

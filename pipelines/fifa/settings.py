@@ -1,0 +1,173 @@
+"""The FiFa-Instruct run's settings, from pipeline options, as plain library configs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+
+from fict.coverage import ConceptConfig
+from pipelines.fifa.analysis import AnalysisConfig
+from pipelines.fifa.artifacts import MaskConfig
+from pipelines.fifa.samples import SampleConfig
+from pipelines.llm.config import LlmConfig
+from pipelines.vision.faces import FaceGeometryConfig
+
+
+@dataclass(frozen=True)
+class FifaSettings:
+    manifests: tuple[str, ...]
+    output: str
+    describer: str = "evidence"
+    crop_size: int = 512
+    mask_mode: str = "absolute"
+    mask_threshold: float = 12.0
+    mask_percentile: float = 95.0
+    coverage_threshold: float = 0.10
+    max_rows_per_shard: int = 1000
+    test_fraction: float = 0.1
+    seed: int = 0
+    allow_absolute_paths: bool = False
+    input_pattern: str = ""
+    expected_inputs: int = 0  # manifest rows, counted by the driver to size the shards
+    rater: str = "evidence"  # evidence | none | an LLM backend
+    min_rating: float = 6.0
+    max_hallucinated: int | None = 0  # None: count only
+    describer_llm: LlmConfig | None = None
+    rater_llm: LlmConfig | None = None
+    llm_batch: str | None = None  # submit | collect
+    dry_run: bool = False
+    dry_run_pairs: int = 2
+
+    @classmethod
+    def from_options(cls, options) -> FifaSettings:
+        from pipelines.common.manifest import match_manifests
+
+        if options.max_rows_per_shard < 1:
+            raise SystemExit("--max_rows_per_shard must be at least 1")
+        if not 0.0 <= options.test_fraction <= 1.0:
+            raise SystemExit("--test_fraction must be within 0..1")
+        if options.crop_size < 64:
+            raise SystemExit("--crop_size must be at least 64")
+        pattern = options.input
+        if pattern is None:
+            from pipelines.fifa.bundled_sample import sample_manifest
+
+            pattern = str(sample_manifest())
+        try:
+            manifests = tuple(match_manifests(pattern))
+        except (FileNotFoundError, ValueError) as exc:
+            raise SystemExit(f"--input: {exc}") from None
+        settings = cls(
+            manifests=manifests, output=options.output, describer=options.describer,
+            crop_size=options.crop_size, mask_mode=options.mask_mode,
+            mask_threshold=options.mask_threshold, mask_percentile=options.mask_percentile,
+            coverage_threshold=options.coverage_threshold,
+            max_rows_per_shard=options.max_rows_per_shard, test_fraction=options.test_fraction,
+            seed=options.seed, allow_absolute_paths=options.allow_absolute_paths,
+            input_pattern=pattern, expected_inputs=_count_rows(manifests),
+            **llm_settings(options),
+        )
+        try:
+            settings.analysis_config()
+        except ValueError as exc:
+            raise SystemExit(f"invalid option: {exc}") from None
+        return settings
+
+    def analysis_config(self) -> AnalysisConfig:
+        return AnalysisConfig(
+            face=FaceGeometryConfig(crop_size=self.crop_size),
+            mask=MaskConfig(mode=self.mask_mode, threshold=self.mask_threshold,
+                            percentile=self.mask_percentile),
+            concepts=replace(ConceptConfig(), min_coverage=self.coverage_threshold),
+        )
+
+    def sample_config(self) -> SampleConfig:
+        return SampleConfig(seed=self.seed, test_fraction=self.test_fraction)
+
+    def shaping(self) -> dict:
+        """The settings that change what the samples hold (not where they go)."""
+        shaping = asdict(self)
+        for key in ("manifests", "output", "max_rows_per_shard", "allow_absolute_paths", "input_pattern",
+                    "expected_inputs", "describer_llm", "rater_llm", "llm_batch", "dry_run", "dry_run_pairs"):
+            shaping.pop(key)
+        # Of the LLM options only the models shape the texts; limits, cache and endpoint do not.
+        shaping["describer_model"] = self.describer_llm.model if self.describer_llm else None
+        shaping["rater_model"] = self.rater_llm.model if self.rater_llm else None
+        return shaping
+
+    def batches(self) -> int:
+        """Describe batches: enough to keep `concurrency` calls busy per batch, and to
+        spread over workers."""
+        concurrency = max([c.concurrency for c in self.llm_configs] or [1])
+        batch_size = max(16, 4 * concurrency)
+        return max(1, -(-self.expected_inputs // batch_size))
+
+    def with_failed_keys(self, paths: dict[str, str]) -> FifaSettings:
+        """Point each LLM config at the file of its requests whose batch answers failed."""
+        def update(config: LlmConfig | None) -> LlmConfig | None:
+            return replace(config, failed_keys=paths.get(config.slug)) if config else None
+
+        return replace(self, describer_llm=update(self.describer_llm), rater_llm=update(self.rater_llm))
+
+    @property
+    def llm_configs(self) -> list[LlmConfig]:
+        return [c for c in (self.describer_llm, self.rater_llm) if c is not None]
+
+    def options_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.shaping(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _count_rows(manifests: tuple[str, ...]) -> int:
+    """Rows of all manifests; a manifest that cannot be read at all stops the run here,
+    with its name, before any work starts."""
+    from pipelines.common.manifest import count_rows
+
+    total = 0
+    for manifest in manifests:
+        try:
+            total += count_rows(manifest)
+        except Exception as exc:  # noqa: BLE001 - any reader error means an unusable file
+            raise SystemExit(f"--input: cannot read {manifest}: {type(exc).__name__}: {exc}") from None
+    return total
+
+
+def default_cache(output: str) -> str:
+    """`llm_cache` beside the output folder, so every run into that parent shares it."""
+    from apache_beam.io.filesystems import FileSystems
+
+    trimmed = output.rstrip("/")
+    parent = FileSystems.split(trimmed)[0] if ("/" in trimmed) else ""
+    return FileSystems.join(parent, "llm_cache") if parent else "llm_cache"
+
+
+def llm_settings(options) -> dict:
+    """The LLM part of the settings, checked (SystemExit on a bad combination)."""
+    from pipelines.llm.options import check_llm_options, is_dry_run, llm_config
+
+    check_llm_options(options)
+    dry_run = is_dry_run(options)
+    if options.llm_batch and dry_run:
+        raise SystemExit("--dry_run and --llm_batch exclude each other")
+    if options.dry_run_pairs < 1:
+        raise SystemExit("--dry_run_pairs must be at least 1")
+    if not 1 <= options.min_rating <= 10:
+        raise SystemExit("--min_rating must be within 1..10")
+    mode = "dry_run" if dry_run else ("submit" if options.llm_batch else "live")
+    cache = options.llm_cache or default_cache(options.output)
+    llm_backends = [b for b in (options.describer, options.rater) if b not in ("evidence", "none")]
+    if options.llm_batch and not llm_backends:
+        raise SystemExit("--llm_batch needs an LLM --describer or --rater (gemini, openai)")
+    if options.llm_batch and any(b == "openai-compatible" for b in llm_backends):
+        raise SystemExit("--llm_batch works with the gemini and openai batch APIs, not openai-compatible servers")
+    describer_llm = rater_llm = None
+    if options.describer not in ("evidence",):
+        describer_llm = llm_config(options, options.describer, options.llm_model, cache, mode)
+    if options.rater not in ("evidence", "none"):
+        same = options.rater == options.describer
+        model = options.llm_rater_model or (options.llm_model if same or options.describer == "evidence" else None)
+        rater_llm = llm_config(options, options.rater, model, cache, mode)
+    return {"rater": options.rater, "min_rating": options.min_rating,
+            "max_hallucinated": None if options.max_hallucinated < 0 else options.max_hallucinated,
+            "describer_llm": describer_llm, "rater_llm": rater_llm, "llm_batch": options.llm_batch,
+            "dry_run": dry_run, "dry_run_pairs": options.dry_run_pairs}

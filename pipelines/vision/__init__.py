@@ -1,0 +1,1 @@
+"""Pixels and faces: image reading, face geometry, landmarks, the bundled face photos."""

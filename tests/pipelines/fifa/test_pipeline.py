@@ -1,0 +1,248 @@
+"""The FiFa-Instruct pipeline end to end on generated pairs mixed with bad inputs.
+
+One FnApiRunner run (session fixture) serves most tests; they check what a user relies
+on: every input accounted for, all 11 tasks, masks that match the generated ground
+truth, honest negatives, a valid output, and byte-identical re-runs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from schemas.fifa import TASKS
+from schemas.masks import decode_mask
+
+N_GOOD = 14
+EXTRA_ROWS = [  # manifest rows that are wrong in themselves
+    {"pair_id": "bad-missing-key", "real": "pairs/0000_real.png"},
+    {"pair_id": "bad-escapes", "real": "../outside.png", "fake": "pairs/0000_fake.png"},
+    {"pair_id": "bad-absolute", "real": "/etc/hostname", "fake": "pairs/0000_fake.png"},
+]
+NOT_JSON = "{this is not json\n"
+
+
+def run_pipeline(manifest: Path, output: Path, *extra: str, runner=None):
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from pipelines.fifa_annotate import run
+
+    return run(["--input", str(manifest), "--output", str(output), *extra],
+               runner=runner if runner is not None else FnApiRunner())
+
+
+@pytest.fixture(scope="session")
+def pairs_dir(tmp_path_factory) -> Path:
+    from pipelines.fifa.sample_data import make_sample_pairs
+
+    folder = tmp_path_factory.mktemp("fifa_pairs")
+    make_sample_pairs(folder, n=N_GOOD, seed=3)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def manifest(pairs_dir) -> Path:
+    """The generator's rows (good pairs, then its bad pairs), a duplicate id, rows with
+    bad fields and a line that is not JSON.  Astronaut rows lose their subject_id, so
+    they split by pair id and both splits get samples."""
+    rows = [json.loads(line) for line in (pairs_dir / "manifest.jsonl").read_text().splitlines()]
+    for row in rows:  # two photos are two identities; let one split by pair instead
+        if row.get("subject_id") == "astronaut":
+            del row["subject_id"]
+    duplicate = dict(rows[0], fake=rows[1]["fake"])
+    text = "".join(json.dumps(r) + "\n" for r in [*rows, duplicate, *EXTRA_ROWS]) + NOT_JSON
+    path = pairs_dir / "mixed.jsonl"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def manifest_rows(manifest) -> list[dict]:
+    return [json.loads(line) for line in manifest.read_text().splitlines() if line != NOT_JSON.strip()]
+
+
+@pytest.fixture(scope="session")
+def output(manifest, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fifa_out") / "fifa"
+    run_pipeline(manifest, out, "--max_rows_per_shard", "60", "--test_fraction", "0.5")
+    return out
+
+
+@pytest.fixture(scope="session")
+def dataset(output):
+    import datasets
+
+    return datasets.load_from_disk(str(output))
+
+
+@pytest.fixture(scope="session")
+def samples(dataset) -> list[dict]:
+    import datasets
+
+    rows = []
+    for split in ("train", "test"):
+        rows += list(dataset[split].cast_column("image", datasets.Image(decode=False)))
+    return rows
+
+
+@pytest.fixture(scope="session")
+def report(output) -> dict:
+    return json.loads((output / "run_report.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def rejected(output) -> list[dict]:
+    import datasets
+
+    return list(datasets.load_from_disk(str(output / "rejected")))
+
+
+def test_every_input_is_written_or_rejected_with_its_reason(manifest_rows, samples, rejected, report):
+    n_inputs = len(manifest_rows) + 1  # + the line that is not JSON
+    written = {s["pair_id"] for s in samples}
+    assert report["inputs"] == n_inputs
+    assert report["pairs_written"] == len(written)
+    assert report["pairs_rejected"] == len(rejected)
+    assert report["adds_up"] and len(written) + len(rejected) == n_inputs
+
+    reasons = {(r["pair_id"], r["row"]): r["reason"] for r in rejected}
+    for index, row in enumerate(manifest_rows[:-len(EXTRA_ROWS) - 1]):
+        expected = row.get("expected_reject")
+        if expected:
+            assert reasons[(row["pair_id"], index)] == expected, row["pair_id"]
+        else:
+            assert row["pair_id"] in written, row["pair_id"]
+    # The generator's bad pairs cover every way a pair goes wrong in the wild.
+    assert {"decode_error", "missing_file", "size_mismatch", "no_face", "multiple_faces",
+            "misaligned", "not_localized"} <= set(reasons.values())
+    by_id = {r["pair_id"]: r for r in rejected}
+    assert by_id["bad-missing-key"]["reason"] == "bad_manifest_row"
+    assert by_id["bad-escapes"]["reason"] == "path_outside_manifest"
+    assert by_id["bad-absolute"]["reason"] == "path_outside_manifest"
+    assert any(r["reason"] == "bad_manifest_row" and "not JSON" in r["detail"] for r in rejected)
+    dup = [r for r in rejected if r["reason"] == "duplicate_pair_id"]
+    assert len(dup) == 1 and dup[0]["pair_id"] == manifest_rows[0]["pair_id"]
+    assert all(r["stage"] and r["detail"] for r in rejected)
+    # Stage table: each stage's output is the next stage's input.
+    stages = report["stages"]
+    assert stages[0]["in"] == n_inputs and stages[-1]["out"] == len(written)
+    assert all(a["out"] == b["in"] for a, b in zip(stages, stages[1:], strict=False))
+
+
+def test_all_eleven_tasks_with_consistent_masks(samples, report):
+    counts = Counter(s["task"] for s in samples)
+    assert set(counts) == set(TASKS)
+    assert report["samples"]["by_task"] == {t: counts[t] for t in TASKS}
+    pairs = {s["pair_id"] for s in samples}
+    det = Counter((s["pair_id"], s["is_fake"]) for s in samples if s["task"] == "det")
+    assert all(det[(p, True)] == 1 and det[(p, False)] == 1 for p in pairs)  # real ones too
+    for s in samples:
+        question, answer = s["conversations"][0]["value"], s["conversations"][1]["value"]
+        assert question.startswith("<image>\n")
+        assert answer.count("[SEG]") == len(s["masks"])
+        assert len(s["region_masks"]) == len(s["concepts"])
+        if s["task"].endswith("_age") and s["masks"]:
+            # every grounded phrase is written <p> name </p> [SEG] and has a non-empty mask
+            assert answer.count("<p>") == len(s["masks"])
+            assert all(decode_mask(m).any() for m in s["masks"])
+        if s["task"].startswith("b_"):
+            assert "<bbox>" in question and s["bbox"] is not None
+
+
+def test_i_loc_masks_agree_with_ground_truth(samples, manifest_rows, pairs_dir):
+    rows = {r["pair_id"]: r for r in manifest_rows if r.get("gt_mask")}
+    ious = []
+    for s in samples:
+        if s["task"] != "i_loc" or s["pair_id"] not in rows:
+            continue
+        row = rows[s["pair_id"]]
+        gt = cv2.imread(str(pairs_dir / row["gt_mask"]), cv2.IMREAD_GRAYSCALE) > 0
+        crop_mask = decode_mask(s["masks"][0]).astype(np.uint8)
+        m = np.asarray(s["crop_transform"], np.float64)
+        original = cv2.warpAffine(crop_mask, m, (gt.shape[1], gt.shape[0]),
+                                  flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
+        ious.append((original & gt).sum() / max((original | gt).sum(), 1))
+    assert len(ious) == N_GOOD
+    assert np.mean(ious) >= 0.7, ious
+
+
+def test_negatives_are_honest(samples):
+    whole = {s["pair_id"]: decode_mask(s["masks"][0]) for s in samples if s["task"] == "i_loc"}
+    negatives = [s for s in samples if s["negative"]]
+    assert {s["task"] for s in negatives} == {"r_toe", "r_age", "r_loc", "b_toe", "b_age", "b_loc"}
+    for s in negatives:
+        changed = whole[s["pair_id"]]
+        if s["task"].startswith("r_"):
+            assert not (decode_mask(s["region_masks"][0]) & changed).any()
+        else:
+            x0, y0, x1, y1 = s["bbox"]
+            assert not changed[y0:y1, x0:x1].any()
+        assert s["is_fake"] and not s["masks"]
+    positives = [s for s in samples if s["task"][0] in "rb" and not s["negative"]]
+    for s in positives:  # the region or box asked about does hold changed pixels
+        changed = whole[s["pair_id"]]
+        if s["task"].startswith("r_"):
+            region = decode_mask(s["region_masks"][-1] if s["task"] == "r_loc" else s["region_masks"][0])
+            assert (region & changed).any()
+        else:
+            x0, y0, x1, y1 = s["bbox"]
+            assert changed[y0:y1, x0:x1].any()
+
+
+def test_splits_are_identity_disjoint_and_shards_bounded(samples, output, dataset):
+    ids = {split: {s["subject_id"] or s["pair_id"] for s in samples if s["split"] == split}
+           for split in ("train", "test")}
+    assert ids["train"] and ids["test"] and not ids["train"] & ids["test"]
+    import pyarrow as pa
+
+    files = sorted(output.glob("*/data-*.arrow"))
+    sizes = []
+    for path in files:
+        with pa.memory_map(str(path)) as src:
+            sizes.append(pa.ipc.open_stream(src).read_all().num_rows)
+    assert max(sizes) <= 60 and sum(sizes) >= len(samples)
+    assert len(files) >= 4  # more rows than one shard may hold
+
+
+def test_validate_passes_and_catches_a_broken_report(output, tmp_path):
+    from build_tools.cli import main
+    from build_tools.validate import validate
+
+    assert validate(output).ok, validate(output).problems
+    assert main(["validate", str(output)]) == 0
+    broken = tmp_path / "broken"
+    shutil.copytree(output, broken)
+    report = json.loads((broken / "run_report.json").read_text())
+    report["pairs_rejected"] -= 1
+    report["samples"]["by_split"]["train"] += 1
+    (broken / "run_report.json").write_text(json.dumps(report))
+    problems = validate(broken).problems
+    assert any("inputs" in p for p in problems) and any("train has" in p for p in problems)
+
+
+def _shard_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "run_report.json"}
+
+
+def test_rerun_is_byte_identical(manifest, output, tmp_path):
+    again = tmp_path / "again"
+    run_pipeline(manifest, again, "--max_rows_per_shard", "60", "--test_fraction", "0.5")
+    first, second = _shard_bytes(output), _shard_bytes(again)
+    assert first.keys() == second.keys()
+    assert [k for k in first if first[k] != second[k]] == []
+
+
+def test_output_folder_of_something_else_is_refused(manifest, tmp_path):
+    foreign = tmp_path / "data"
+    (foreign / "train").mkdir(parents=True)
+    (foreign / "train" / "keep.txt").write_text("not ours")
+    with pytest.raises(SystemExit, match="choose an empty or new folder"):
+        run_pipeline(manifest, foreign)
+    assert (foreign / "train" / "keep.txt").read_text() == "not ours"
