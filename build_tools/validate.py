@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from schemas.common import RejectReason, Stage
 from schemas.fifa import SPLITS, TASKS, FifaSample, RejectedRow
 
 GROUNDED = re.compile(r"<p>\s*(.*?)\s*</p>\s*\[SEG\]")
@@ -150,12 +151,16 @@ def validate(output: str | Path) -> Validation:
 
     try:
         rejected = datasets.load_from_disk(str(root / "rejected"))
-        missing = {"pair_id", "stage", "reason", "detail"} - set(rejected.column_names)
+        missing = [name for name in RejectedRow.model_fields if name not in rejected.column_names]
         if missing:
-            out.fail(f"rejected table lacks columns {sorted(missing)}")
+            out.fail(f"rejected table lacks columns {missing}")
         if rejected.features.to_dict() != hf_features(RejectedRow).to_dict():
             out.fail("rejected: features differ from schemas.RejectedRow")
         out.rejected = Counter(zip(rejected["stage"], rejected["reason"], strict=True))
+        stages, reasons = {s.value for s in Stage}, {r.value for r in RejectReason}
+        unknown = sorted({f"{s}/{r}" for s, r in out.rejected if s not in stages or r not in reasons})
+        if unknown:
+            out.fail(f"rejected table holds stages or reasons schemas.common does not define: {unknown}")
     except Exception as exc:  # noqa: BLE001
         out.fail(f"rejected table does not load: {exc}")
 

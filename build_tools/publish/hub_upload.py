@@ -13,8 +13,9 @@ names its parent, so a retry after a lost answer cannot commit twice; before com
 that already holds every file is taken as done; a commit refused because the Hub dropped objects
 sent by an earlier run asks about those files again and sends only what is missing.
 
-Transient failures (connection errors, timeouts, HTTP 408/429/5xx) are retried with exponential
-backoff and jitter, honouring ``Retry-After`` up to a cap; huggingface_hub already retries each
+Transient failures (connection errors, timeouts, HTTP 408/409/429/5xx) are retried with exponential
+backoff and jitter, honouring ``Retry-After`` up to a cap (``pipelines.retry``, with this module's
+``BACKOFF_*`` and ``RETRY_AFTER_MAX_S``); huggingface_hub already retries each
 HTTP call a few times itself, so an attempt here is a whole step (a group, the commit).  Permanent
 ones (400/401/403/404, a README the Hub refuses) raise :class:`HubUploadError` saying what to do.
 The token never appears in an error or a log line.
@@ -25,12 +26,10 @@ not the server) and through plain LFS otherwise or with ``HF_HUB_DISABLE_XET=1``
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import logging
 import os
-import random
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +44,7 @@ from huggingface_hub.utils import disable_progress_bars
 from huggingface_hub.utils.sha import git_hash
 
 from pipelines.common.progress import Progress
+from pipelines.retry import RetryPolicy, is_transient_status, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,10 @@ REPO_TYPE = "dataset"
 GROUP_MAX_FILES = 32
 GROUP_MAX_BYTES = 256 * 2**20
 
+# The uploader's RetryPolicy, read when an upload starts (tests shorten the backoff).
 BACKOFF_BASE_S = 2.0
 BACKOFF_MAX_S = 60.0
 RETRY_AFTER_MAX_S = 120.0
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 PATHS_INFO_BATCH = 500  # the Hub's limit on paths per paths-info request
 RESUME_HINT = (f"re-run the same command to resume (files already pre-uploaded are recorded in "
                f"the folder's {STATE_DIR}/ and not sent again)")
@@ -129,8 +129,8 @@ def upload_dataset_folder(folder: str | Path, repo_id: str, *, token: str | None
     root = Path(folder)
     if not root.is_dir():
         raise HubUploadError(f"{root} is not a folder")
-    if max_attempts < 1:
-        raise ValueError("max_attempts must be at least 1")
+    policy = RetryPolicy(max_attempts=max_attempts, backoff_base_s=BACKOFF_BASE_S, backoff_max_s=BACKOFF_MAX_S,
+                         retry_after_max_s=RETRY_AFTER_MAX_S)  # ValueError when max_attempts < 1
     files = local_files(root)
     if not files:
         raise HubUploadError(f"{root} has no files to upload")
@@ -140,7 +140,7 @@ def upload_dataset_folder(folder: str | Path, repo_id: str, *, token: str | None
     except Exception as exc:
         raise HubUploadError(f"could not get a Hugging Face token: {exc}") from exc
     api = HfApi(endpoint=endpoint, token=token)
-    hub = _Target(api.endpoint, repo_id, branch, token, max_attempts)
+    hub = _Target(api.endpoint, repo_id, branch, token, policy)
 
     path = state_file(root, repo_id, branch)
     state = _load_state(path, api.endpoint, repo_id, branch)
@@ -272,7 +272,7 @@ def _commit(api: HfApi, hub: _Target, files: list[LocalFile], state: dict,
                 return new_head, _commit_url(hub, new_head), False  # our commit landed; its answer was lost
             if attempt == hub.max_attempts:
                 raise hub.exhausted("commit", exc, status) from exc
-            delay = 0.0 if status == 412 else _delay(attempt, _retry_after(exc))
+            delay = 0.0 if status == 412 else hub.policy.delay(attempt, _retry_after(exc))
             log.warning("commit to %s: %s; retry %d/%d in %.1fs", hub.repo_id, hub.brief(exc, status),
                         attempt, hub.max_attempts - 1, delay)
             time.sleep(delay)
@@ -386,34 +386,20 @@ def _status_of(exc: BaseException) -> int | None:
 
 
 def _is_transient(exc: BaseException, status: int | None) -> bool:
+    """An HTTP status worth another try, or no answer at all (a dropped connection, a timeout)."""
     if status is not None:
-        return status in TRANSIENT_STATUS or status >= 500
+        return is_transient_status(status)
     return any(isinstance(e, (httpx.TransportError, ConnectionError, TimeoutError)) for e in _chain(exc))
 
 
 def _retry_after(exc: BaseException) -> float | None:
-    """Seconds the server asked to wait (``Retry-After``: seconds or an HTTP date), capped."""
+    """Seconds the server asked to wait (``Retry-After``: seconds or an HTTP date), from the first
+    response in the exception's chain that says; uncapped (the policy caps)."""
     for e in _chain(exc):
-        response = getattr(e, "response", None)
-        value = response.headers.get("Retry-After") if response is not None else None
-        if not value:
-            continue
-        value = value.strip()
-        if re.fullmatch(r"\d+(\.\d+)?", value):
-            return min(float(value), RETRY_AFTER_MAX_S)
-        try:
-            when = email.utils.parsedate_to_datetime(value).timestamp()
-        except (TypeError, ValueError):
-            return None
-        return min(max(when - time.time(), 0.0), RETRY_AFTER_MAX_S)
+        seconds = retry_after_seconds(getattr(getattr(e, "response", None), "headers", None))
+        if seconds is not None:
+            return seconds
     return None
-
-
-def _delay(attempt: int, retry_after: float | None) -> float:
-    if retry_after is not None:
-        return retry_after
-    step = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
-    return step / 2 + random.uniform(0, step / 2)  # jitter: parallel uploaders do not retry in step
 
 
 @dataclass
@@ -424,7 +410,11 @@ class _Target:
     repo_id: str
     branch: str
     token: str | None
-    max_attempts: int
+    policy: RetryPolicy
+
+    @property
+    def max_attempts(self) -> int:
+        return self.policy.max_attempts
 
     def scrub(self, text: str) -> str:
         return text.replace(self.token, "***") if self.token and len(self.token) >= 4 else text
@@ -450,7 +440,7 @@ class _Target:
                     raise self.refusal(what, exc, status) from exc
                 if attempt == self.max_attempts:
                     raise self.exhausted(what, exc, status) from exc
-                delay = _delay(attempt, _retry_after(exc))
+                delay = self.policy.delay(attempt, _retry_after(exc))
                 log.warning("%s (%s): %s; retry %d/%d in %.1fs", what, self.repo_id,
                             self.brief(exc, status), attempt, self.max_attempts - 1, delay)
                 time.sleep(delay)

@@ -4,7 +4,8 @@ Each backend speaks its provider's own SDK (google-genai for Gemini, openai for 
 any server speaking its chat-completions protocol) with the SDK's retries switched off:
 `LlmClient` owns retries, rate limits and the cache, the same way for every provider.
 A backend turns its SDK's exceptions into `TransientError` (worth retrying, maybe after
-`retry_after` seconds) or `PermanentError` (the same request would fail again).
+`retry_after` seconds) or `PermanentError` (the same request would fail again); which HTTP
+statuses are transient and how `Retry-After` reads are `pipelines.retry`'s to say.
 
 API keys come from the environment only and live in the SDK client object, never in a
 request, an answer, an error text we keep, or a cache entry.
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from pipelines.llm.request import LlmRequest
+from pipelines.retry import is_transient_status, retry_after_seconds
 from schemas.llm import Usage
 
 BACKENDS = ("gemini", "openai", "openai-compatible")
@@ -29,11 +31,11 @@ KEY_VARIABLES = {
     "openai-compatible": ("OPENAI_API_KEY",),
 }
 DEFAULT_MODELS = {"gemini": "gemini-2.5-flash", "openai": "gpt-4o-mini", "openai-compatible": None}
-# HTTP statuses worth another try: timeouts, conflicts, rate limits, server errors.
-TRANSIENT_STATUS = {408, 409, 429}
 
 
 class TransientError(Exception):
+    """Worth another try; `retry_after`: the seconds the provider asked to wait, when it did."""
+
     def __init__(self, detail: str, retry_after: float | None = None):
         super().__init__(detail)
         self.retry_after = retry_after
@@ -70,17 +72,6 @@ def api_key(backend: str, required: bool = True) -> str | None:
         names = " or ".join(KEY_VARIABLES[backend])
         raise PermanentError(f"no API key for {backend}: set {names} in the environment")
     return None
-
-
-def retry_after_seconds(headers) -> float | None:
-    """`Retry-After` in seconds (a number; an HTTP date is treated as unknown)."""
-    if headers is None:
-        return None
-    value = headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 def strip_fences(text: str) -> str:
@@ -184,7 +175,7 @@ class OpenAIBackend(Backend):
             raise TransientError(_short(f"{type(exc).__name__}: {exc}")) from None
         except openai.APIStatusError as exc:
             detail = f"HTTP {exc.status_code}: {_short(exc.message)}"
-            if exc.status_code in TRANSIENT_STATUS or exc.status_code >= 500:
+            if is_transient_status(exc.status_code):
                 raise TransientError(detail, retry_after_seconds(exc.response.headers)) from None
             raise PermanentError(detail) from None
         return self.answer_of(response)
@@ -268,7 +259,7 @@ class GeminiBackend(Backend):
         except errors.APIError as exc:
             detail = f"HTTP {exc.code}: {_short(exc.message or exc.status or '')}"
             headers = getattr(exc.response, "headers", None)
-            if exc.code in TRANSIENT_STATUS or (exc.code or 0) >= 500:
+            if is_transient_status(exc.code):
                 raise TransientError(detail, retry_after_seconds(headers)) from None
             raise PermanentError(detail) from None
         except transport_errors() as exc:

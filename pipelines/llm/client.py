@@ -2,7 +2,8 @@
 
     cache hit -> validate
     miss -> rate limit -> (at most `concurrency` in flight) call, retrying transient
-            failures with exponential backoff and jitter (honouring Retry-After)
+            failures with exponential backoff and jitter, honouring Retry-After
+            (`pipelines.retry.RetryPolicy`, `LLM_RETRY` by default)
          -> store the raw answer -> validate
     invalid -> ask once more with the validation error -> still invalid: LlmInvalid
 
@@ -29,10 +30,14 @@ from pipelines.llm.backends import Backend, PermanentError, RawAnswer, Transient
 from pipelines.llm.cache import LlmCache
 from pipelines.llm.limits import InFlight, RateLimiter
 from pipelines.llm.request import LlmRequest
+from pipelines.retry import RetryPolicy
 from schemas.llm import Usage
 
 log = logging.getLogger(__name__)
 MODES = ("live", "submit", "dry_run")
+# The LLM client's retries: a provider asking to wait longer than 5 minutes costs an attempt
+# instead (see RetryPolicy.retry_after_max_s).
+LLM_RETRY = RetryPolicy(max_attempts=5, backoff_base_s=1.0, backoff_max_s=60.0, retry_after_max_s=300.0)
 
 
 class LlmFailed(Exception):
@@ -49,22 +54,6 @@ class LlmDeferred(Exception):
     def __init__(self, requests: list[LlmRequest]):
         super().__init__(f"{len(requests)} request(s) deferred to a batch job")
         self.requests = requests
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 5
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
-    retry_after_max_s: float = 300.0  # a server asking for longer costs an attempt instead
-
-    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
-        """Seconds before attempt `attempt + 1`: the server's Retry-After when it gave one,
-        else exponential backoff with full jitter (no two workers retry in step)."""
-        if retry_after is not None:
-            wait = min(retry_after, self.retry_after_max_s)
-            return wait + rng.uniform(0, 0.1 * wait)
-        return rng.uniform(0.5, 1.0) * min(self.backoff_max_s, self.backoff_base_s * 2 ** attempt)
 
 
 @dataclass
@@ -98,7 +87,7 @@ class LlmStats:
 
 class LlmClient:
     def __init__(self, backend: Backend, cache: LlmCache | None = None, limiter: RateLimiter | None = None,
-                 concurrency: int = 4, retry: RetryPolicy = RetryPolicy(), mode: str = "live",
+                 concurrency: int = 4, retry: RetryPolicy = LLM_RETRY, mode: str = "live",
                  seed: int | None = None, failed_keys: dict[str, str] | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
@@ -160,7 +149,7 @@ class LlmClient:
 
     def call(self, request: LlmRequest) -> RawAnswer:
         estimate = request.estimated_input_tokens(self.backend.name) + request.max_output_tokens // 4
-        for attempt in range(self.retry.max_attempts):
+        for attempt in range(1, self.retry.max_attempts + 1):
             try:
                 with self.in_flight:
                     # The rate slot is taken once a call may start, so calls that queued
@@ -169,9 +158,9 @@ class LlmClient:
                     self.stats.add(calls=1, wait_s=waited)
                     raw = self.backend.generate(request)
             except TransientError as exc:
-                if attempt + 1 >= self.retry.max_attempts:
+                if attempt == self.retry.max_attempts:
                     self.stats.add(failed=1)
-                    raise LlmFailed(f"{request.template.id}: gave up after {attempt + 1} attempts: {exc}") from None
+                    raise LlmFailed(f"{request.template.id}: gave up after {attempt} attempts: {exc}") from None
                 with self._rng_lock:
                     delay = self.retry.delay(attempt, exc.retry_after, self._rng)
                 log.info("%s: %s; retrying in %.2f s", self.backend.name, exc, delay)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.llm.backends import BACKENDS, DEFAULT_MODELS, Backend, BackendConfig, make_backend
 from pipelines.llm.cache import LlmCache
-from pipelines.llm.client import LlmClient, RetryPolicy
+from pipelines.llm.client import LLM_RETRY, LlmClient
 from pipelines.llm.limits import RateLimiter
 
 
@@ -68,7 +68,7 @@ class LlmConfig:
             backend,
             cache=LlmCache(self.cache) if self.cache else None,
             limiter=RateLimiter(self.rpm, self.tpm), concurrency=self.concurrency,
-            retry=RetryPolicy(max_attempts=self.max_attempts, backoff_base_s=self.backoff_base_s),
+            retry=replace(LLM_RETRY, max_attempts=self.max_attempts, backoff_base_s=self.backoff_base_s),
             mode=self.mode,
             failed_keys=load_failed_keys(self.failed_keys) if self.failed_keys and self.mode == "submit" else None,
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import REPO as REPO
+from tests import REPO
 
 BEAM = Path(sys.executable).parent / "beam"
 TIMEOUT = 300

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from prompts.instructions import TASKS, load_library, normalise
-from tests import REPO as REPO
+from tests import REPO
 
 CATEGORIES = ("face editing", "face swap", "reenactment", "entire synthesis")
 KEYS = [f"sample-{k:05d}" for k in range(2000)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import json
 import logging
@@ -12,13 +13,14 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
 
-from build_tools.publish import hub_upload
 from build_tools.fakes.hub_server import Fault, FaultRule, LocalHubServer
+from build_tools.publish import hub_upload
 from build_tools.publish.hub_upload import HubUploadError, local_files, state_file, upload_dataset_folder
 
 TOKEN = "hf_facext_test_write_5d1c0a7e"
@@ -224,6 +226,23 @@ def test_transient_503s_with_retry_after_are_retried(server, dataset):
     assert len(server.requests_of("lfs_upload")) == 5  # four shards, one sent twice
     commits = upload_commits(server)
     assert len(commits) == 1 and commits[0].oid == result.commit_oid
+
+
+def test_an_http_date_retry_after_is_waited_until_that_date_up_to_the_cap(server, dataset, monkeypatch):
+    # The uploader's sleeps are recorded, not slept: the dates are a minute and a day away.
+    slept: list[float] = []
+    monkeypatch.setattr(hub_upload, "time", SimpleNamespace(sleep=slept.append))
+    now = int(time.time())
+    server.set_faults([
+        FaultRule("commit", Fault.status(503, retry_after=email.utils.formatdate(now + 60, usegmt=True))),
+        FaultRule("commit", Fault.status(503, retry_after=email.utils.formatdate(now + 86_400, usegmt=True))),
+    ])
+    result = upload(dataset, server)
+    assert [r.status for r in server.requests_of("commit")] == [503, 503, 200]
+    assert [c.oid for c in upload_commits(server)] == [result.commit_oid]
+    minute, day = slept
+    assert 58.0 <= minute <= 66.0  # until the date (less the second already begun), + up to 10 % jitter
+    assert hub_upload.RETRY_AFTER_MAX_S <= day <= 1.1 * hub_upload.RETRY_AFTER_MAX_S  # capped at 120 s
 
 
 def test_a_lost_commit_answer_does_not_commit_twice(server, dataset):

@@ -42,7 +42,8 @@ def test_openai_schema_keeps_structure_and_drops_what_strict_mode_refuses():
 @pytest.mark.parametrize("backend", ["openai", "gemini"])
 def test_a_key_echoed_in_an_error_never_reaches_the_rejected_detail(backend, request_, monkeypatch, caplog):
     from build_tools.fakes.llm_server import Fault, LocalLlmServer
-    from pipelines.llm.client import LlmClient, LlmFailed, RetryPolicy
+    from pipelines.llm.client import LlmClient, LlmFailed
+    from pipelines.retry import RetryPolicy
 
     key = "sk-proj-" + "Zx9" * 12 if backend == "openai" else "AIzaSy" + "Q7w" * 11
     monkeypatch.setenv("OPENAI_API_KEY" if backend == "openai" else "GEMINI_API_KEY", key)

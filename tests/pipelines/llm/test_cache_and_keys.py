@@ -23,7 +23,7 @@ from pipelines.llm.cache import LlmCache
 from pipelines.llm.request import ImagePart, LlmRequest
 from schemas.common import TemplateRef
 from schemas.llm import Explanation, Rating, Usage
-from tests import REPO as REPO
+from tests import REPO
 
 IMAGE = bytes(range(256)) * 4
 TEMPLATE = TemplateRef(id="fifa_concept_explanation@v1", version="0123456789ab")
@@ -352,7 +352,8 @@ def test_no_cache_file_contains_the_api_key(provider, tmp_path, monkeypatch):
     pytest.importorskip("google.genai")
     from build_tools.fakes.llm_server import Fault, LocalLlmServer
     from pipelines.llm.backends import BackendConfig, GeminiBackend, OpenAIBackend
-    from pipelines.llm.client import LlmClient, RetryPolicy
+    from pipelines.llm.client import LlmClient
+    from pipelines.retry import RetryPolicy
 
     secret = f"secret-{provider}-{uuid.uuid4().hex}"
     monkeypatch.setenv("OPENAI_API_KEY", secret)

@@ -215,7 +215,8 @@ def _keys(monkeypatch):
 
 def _client(server, **kwargs):
     from pipelines.llm.backends import BackendConfig, OpenAIBackend
-    from pipelines.llm.client import LlmClient, RetryPolicy
+    from pipelines.llm.client import LlmClient
+    from pipelines.retry import RetryPolicy
 
     backend = OpenAIBackend(BackendConfig("openai-compatible", "m", base_url=server.openai_base_url, timeout_s=20))
     return LlmClient(backend, retry=RetryPolicy(max_attempts=1), **kwargs)
