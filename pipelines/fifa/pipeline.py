@@ -15,12 +15,14 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.common.beam_tags import EVENTS, OK, PENDING, REJECTED, split_outputs
+from pipelines.common.llm_options import LlmFlags, bare_flags
 from pipelines.common.manifest_io import ReadManifest
-from pipelines.common.options import expand_config, known_option_names
+from pipelines.common.options import add_arguments, expand_config, known_option_names
 from pipelines.common.progress import count_into, watch_counts
 from pipelines.common.runners import is_local, run_pipeline
 from pipelines.common.shards import join
 from pipelines.common.spill import SpilledBatches
+from pipelines.fifa.options import FifaFlags
 from pipelines.fifa.output import FifaOutput
 from pipelines.fifa.pairs import pair_parser
 from pipelines.fifa.settings import FifaSettings
@@ -33,34 +35,15 @@ from pipelines.fifa.stages import (
     MakeSamples,
     Rate,
 )
-from pipelines.llm.options import add_llm_arguments, bare_flags
 
 
 class FifaOptions(PipelineOptions):
+    """Beam's view of the pipeline's options: the flags of `FifaFlags` and the LLM layer's `LlmFlags`."""
+
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        group = parser.add_argument_group("FiFa-Instruct")
-        group.add_argument("--input", default=None,
-                           help="manifest of pairs (JSONL, CSV or Parquet): path, glob or URL "
-                                "(default: the bundled sample pairs)")
-        group.add_argument("--output", default="out/fifa_instruct", help="output folder or URL")
-        group.add_argument("--crop_size", type=int, default=512, help="side of the aligned crop, px")
-        group.add_argument("--mask_mode", choices=("absolute", "percentile"), default="absolute",
-                           help="artifact mask: fixed difference threshold, or top percentile")
-        group.add_argument("--mask_threshold", type=float, default=12.0,
-                           help="absolute mode: mean |fake-real| over RGB, 0..255 (default 12)")
-        group.add_argument("--mask_percentile", type=float, default=95.0,
-                           help="percentile mode: keep differences above this percentile (default 95)")
-        group.add_argument("--coverage_threshold", type=float, default=0.10,
-                           help="an atomic concept has artifacts above this coverage |A∩R|/|R|")
-        group.add_argument("--max_rows_per_shard", type=int, default=1000, help="rows per Arrow file, at most")
-        group.add_argument("--test_fraction", type=float, default=0.1,
-                           help="share of identities (subject, else pair) in the test split")
-        group.add_argument("--seed", type=int, default=0, help="varies phrasings, regions and boxes")
-        group.add_argument("--allow_absolute_paths", action="store_true",
-                           help="let manifest rows name absolute paths, URLs or paths outside its folder")
-        group.add_argument("--config", default=None, help="YAML file of options; flags override it")
-        add_llm_arguments(parser)
+        add_arguments(parser, FifaFlags, "FiFa-Instruct")
+        add_arguments(parser, LlmFlags, "LLM layer")
 
 
 def stage(pcoll, label: str, fn, tags=(OK, REJECTED)) -> dict:

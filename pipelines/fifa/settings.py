@@ -4,40 +4,47 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 from fict.coverage import ConceptConfig
+from pipelines.common.llm_options import LlmFlags
 from pipelines.fifa.analysis import AnalysisConfig
 from pipelines.fifa.artifacts import MaskConfig
+from pipelines.fifa.options import FifaFlags
 from pipelines.fifa.samples import SampleConfig
 from pipelines.llm.config import LlmConfig
 from pipelines.vision.faces import FaceGeometryConfig
+
+# The options' defaults, declared once in the flags' dataclasses.
+_FIFA, _LLM = FifaFlags(), LlmFlags()
 
 
 @dataclass(frozen=True)
 class FifaSettings:
     manifests: tuple[str, ...]
     output: str
-    describer: str = "evidence"
-    crop_size: int = 512
-    mask_mode: str = "absolute"
-    mask_threshold: float = 12.0
-    mask_percentile: float = 95.0
-    coverage_threshold: float = 0.10
-    max_rows_per_shard: int = 1000
-    test_fraction: float = 0.1
-    seed: int = 0
-    allow_absolute_paths: bool = False
+    describer: str = _LLM.describer
+    crop_size: int = _FIFA.crop_size
+    mask_mode: str = _FIFA.mask_mode
+    mask_threshold: float = _FIFA.mask_threshold
+    mask_percentile: float = _FIFA.mask_percentile
+    coverage_threshold: float = _FIFA.coverage_threshold
+    max_rows_per_shard: int = _FIFA.max_rows_per_shard
+    test_fraction: float = _FIFA.test_fraction
+    seed: int = _FIFA.seed
+    allow_absolute_paths: bool = _FIFA.allow_absolute_paths
     input_pattern: str = ""
     expected_inputs: int = 0  # manifest rows, counted by the driver to size the shards
-    rater: str = "evidence"  # evidence | none | an LLM backend
-    min_rating: float = 6.0
-    max_hallucinated: int | None = 0  # None: count only
+    rater: str = _LLM.rater  # evidence | none | an LLM backend
+    # A float here as it always was (the option's default is the int 6); both go into
+    # options hashes, so neither changes.
+    min_rating: float = float(_LLM.min_rating)
+    max_hallucinated: int | None = _LLM.max_hallucinated  # None: count only
     describer_llm: LlmConfig | None = None
     rater_llm: LlmConfig | None = None
-    llm_batch: str | None = None  # submit | collect
-    dry_run: bool = False
-    dry_run_pairs: int = 2
+    llm_batch: str | None = _LLM.llm_batch  # submit | collect
+    dry_run: bool = False  # Beam's --dry_run
+    dry_run_pairs: int = _LLM.dry_run_pairs
 
     @classmethod
     def from_options(cls, options) -> FifaSettings:
@@ -58,15 +65,12 @@ class FifaSettings:
             manifests = tuple(match_manifests(pattern))
         except (FileNotFoundError, ValueError) as exc:
             raise SystemExit(f"--input: {exc}") from None
+        # The FiFa options the settings hold under the same name are copied as parsed.
+        own = {f.name for f in fields(cls)}
+        copied = {f.name: getattr(options, f.name) for f in fields(FifaFlags) if f.name in own}
         settings = cls(
-            manifests=manifests, output=options.output, describer=options.describer,
-            crop_size=options.crop_size, mask_mode=options.mask_mode,
-            mask_threshold=options.mask_threshold, mask_percentile=options.mask_percentile,
-            coverage_threshold=options.coverage_threshold,
-            max_rows_per_shard=options.max_rows_per_shard, test_fraction=options.test_fraction,
-            seed=options.seed, allow_absolute_paths=options.allow_absolute_paths,
-            input_pattern=pattern, expected_inputs=_count_rows(manifests),
-            **llm_settings(options),
+            manifests=manifests, describer=options.describer, input_pattern=pattern,
+            expected_inputs=_count_rows(manifests), **copied, **llm_settings(options),
         )
         try:
             settings.analysis_config()
@@ -143,7 +147,7 @@ def default_cache(output: str) -> str:
 
 def llm_settings(options) -> dict:
     """The LLM part of the settings, checked (SystemExit on a bad combination)."""
-    from pipelines.llm.options import check_llm_options, is_dry_run, llm_config
+    from pipelines.common.llm_options import check_llm_options, is_dry_run, llm_config
 
     check_llm_options(options)
     dry_run = is_dry_run(options)

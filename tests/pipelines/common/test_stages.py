@@ -8,7 +8,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.common.beam_tags import EVENTS, OK, REJECTED, event, split_outputs
-from pipelines.fifa.stages import NAMESPACE, StageFn
+from pipelines.common.stages import NAMESPACE, StageFn
 from schemas.common import PairRejected, RejectReason, Stage
 from schemas.fifa import PairInput, RejectedRow
 
