@@ -9,12 +9,12 @@ import subprocess
 import sys
 from collections import Counter
 from importlib import resources
-from pathlib import Path
 
 import pytest
 import yaml
 
-from prompts.instructions import TASKS, load_library, normalise
+from prompts.instructions import load_library, normalise
+from schemas.fifa import TASKS
 from tests import REPO
 
 CATEGORIES = ("face editing", "face swap", "reenactment", "entire synthesis")

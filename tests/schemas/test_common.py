@@ -11,12 +11,12 @@ from schemas.fifa import PairInput, RejectedRow
 
 def test_a_rejected_row_class_without_the_contract_fields_is_refused():
     with pytest.raises(TypeError, match="must declare str fields reason"):
-        class NoReason(Rejected):  # noqa: F841 - defining it is the test
+        class NoReason(Rejected):
             stage: str
             detail: str
 
     with pytest.raises(TypeError, match="detail"):
-        class DetailNotStr(Rejected):  # noqa: F841
+        class DetailNotStr(Rejected):
             stage: str
             reason: str
             detail: int
