@@ -30,10 +30,8 @@ it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -941,19 +939,3 @@ def make_sample_pairs(out_dir: str | Path, n: int = 40, seed: int = 0, progress:
         for k, reason in enumerate(BAD_PAIRS):
             maker.bad_pair(n + k, k, reason)
     return writer.manifest()
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--out", required=True, help="folder for pairs/ and manifest.jsonl")
-    parser.add_argument("--n", type=int, default=40,
-                        help="good pairs (default 40; 14 or more use every edit)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
-    manifest = make_sample_pairs(args.out, n=args.n, seed=args.seed, progress=True)
-    rows = manifest.read_text().count("\n")
-    print(f"wrote {rows} pairs ({args.n} good, {rows - args.n} bad) and {manifest} "
-          f"in {time.perf_counter() - start:.1f} s")
-    return 0

@@ -3,7 +3,6 @@ intended region and side, bad pairs that really are bad, byte-identical re-runs.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import cv2
@@ -15,10 +14,8 @@ from pipelines.fifa.sample_data import (
     BAD_PAIRS,
     GT_MIN_DIFF,
     METHODS,
-    add_arguments,
     make_sample_pairs,
     mirror_concept,
-    run_from_args,
 )
 from pipelines.vision.faces import FaceAnalyzer, FaceRejected
 from pipelines.vision.images import ImageRejected, read_image
@@ -254,12 +251,10 @@ def test_same_seed_gives_identical_files(sample, tmp_path):
 
 
 def test_cli_arguments_write_only_the_bad_pairs_for_n_0(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["-o", str(tmp_path), "--n", "0", "--seed", "3"])
-    assert (args.n, args.seed) == (0, 3)
-    assert parser.parse_args(["--out", "x"]).n == 40
-    assert run_from_args(args) == 0
+    from build_tools.cli import build_parser, main
+
+    assert build_parser().parse_args(["sample-data", "--out", "x"]).n == 40
+    assert main(["sample-data", "-o", str(tmp_path), "--n", "0", "--seed", "3"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
     assert [r["expected_reject"] for r in rows] == [reason.value for reason in BAD_PAIRS]
     assert "sample-0000-misaligned" in capsys.readouterr().out
