@@ -11,11 +11,11 @@ so Beam's workers can import the same code by reference; a loose file is run by 
 from __future__ import annotations
 
 import importlib
-import os
 import runpy
 import sys
-import warnings
 from pathlib import Path
+
+from pipelines.common.logs import setup_logging, wants_verbose
 
 USAGE = """usage: beam run FILE [pipeline options]
 
@@ -23,13 +23,6 @@ Runs FILE's run(argv) with the options that follow, e.g.
   beam run pipelines/fifa_annotate.py --input pairs/manifest.jsonl --output out/fifa
   beam run pipelines/fifa_annotate.py --help
 """
-
-
-def quiet_imports() -> None:
-    """Silence import-time chatter of the Google client libraries and the face models."""
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\..*")
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def module_name(path: Path) -> tuple[str, Path] | None:
@@ -68,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] != "run" or len(argv) < 2:
         print(USAGE, file=sys.stderr)
         return 2
-    quiet_imports()
+    setup_logging(wants_verbose(argv[2:]))  # before the pipeline file imports the libraries
     run = load_run(argv[1])
     run(argv[2:])
     return 0

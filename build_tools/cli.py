@@ -47,6 +47,9 @@ def _cmd_fict(args: argparse.Namespace) -> int:
     return 0
 
 
+ANALYZE_REJECTED = 3  # `facext analyze`: the pair was refused (exit 0: analysed; 2: a wrong command line)
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from build_tools.analyze import analyze_to_dir
 
@@ -59,7 +62,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     else:
         print(f"rejected ({analysis.reason.value}): {analysis.detail}")
     print(f"wrote {Path(args.out) / 'analysis.json'}")
-    return 0
+    return 0 if analysis.status == "ok" else ANALYZE_REJECTED
 
 
 def _cmd_sample_data(args: argparse.Namespace) -> int:
@@ -78,6 +81,9 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from build_tools.validate import summary, validate
 
+    if not Path(args.output).is_dir():  # nothing to summarise: say so alone
+        print(f"error: {args.output}: no such folder (give the pipeline's --output folder)", file=sys.stderr)
+        return 2
     result = validate(args.output)
     print(summary(result, args.output))
     return 0 if result.ok else 1
@@ -90,16 +96,35 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
-    """Prices a run: the pipeline's own options (parsed by its parser) plus --sample/--json."""
+    """Prices a run: the pipeline's options, read and checked exactly as the pipeline reads
+    them (`--config`, Beam's options, an unknown one exits 2), plus --sample/--batch/--json."""
     from pipelines.fifa.plan import estimate, estimate_text
     from pipelines.fifa.settings import FifaSettings
     from pipelines.fifa_annotate import FifaOptions
 
-    options = FifaOptions([*args.pipeline_options, "--dry_run=true"]).view_as(FifaOptions)
+    options = FifaOptions.from_argv([*args.pipeline_options, "--dry_run=true"],
+                                    also=ESTIMATE_FLAGS).view_as(FifaOptions)
     settings = FifaSettings.from_options(options)
     result = estimate(settings, sample=args.sample, batch=args.batch)
     print(json.dumps(result, indent=2) if args.json else estimate_text(result))
     return 0
+
+
+ESTIMATE_FLAGS = ("--sample", "--batch", "--json")  # estimate's own; every other option is the pipeline's
+
+
+def _estimate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sample", type=int, default=5, help="pairs to analyse and render (default 5)")
+    parser.add_argument("--batch", action="store_true", help="price at the batch APIs' half price")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _pipeline_options(argv: list[str]) -> list[str]:
+    """What follows `estimate` on the command line, less estimate's own flags: the
+    pipeline's options, in order, for the pipeline's parser."""
+    own = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    _estimate_arguments(own)
+    return own.parse_known_args(argv[argv.index("estimate") + 1:])[1]
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
@@ -145,8 +170,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(pipeline_options: bool = False) -> argparse.ArgumentParser:
+    """The parser of every command.  With `pipeline_options`, `estimate`'s also declares the
+    pipeline's options, so its --help lists them (that imports the pipeline: only when
+    the command line is estimate's)."""
     parser = argparse.ArgumentParser(prog="facext", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show third-party warnings and native log lines (anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     fict = sub.add_parser("fict", help="the Facial Image Concept Tree")
@@ -160,9 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("-o", "--output", required=True, help="PNG to write")
     fict.set_defaults(func=_cmd_fict)
 
-    analyze = sub.add_parser("analyze", help="analyse one real/fake pair")
-    analyze.add_argument("real")
-    analyze.add_argument("fake")
+    analyze = sub.add_parser(
+        "analyze", help="analyse one real/fake pair",
+        description="Analyses one pair as the pipeline does (face, artifact mask, concepts, evidence) and "
+                    "writes analysis.json and pictures. Exit status: 0 analysed, 3 the pair was rejected "
+                    "(analysis.json says why), 2 a wrong command line.")
+    analyze.add_argument("real", help="the real (source) image")
+    analyze.add_argument("fake", help="the fake image made from it, same size and framing")
     analyze.add_argument("--out", required=True, help="folder for analysis.json and the PNGs")
     analyze.add_argument("--mask-mode", choices=["absolute", "percentile"], default=None)
     analyze.add_argument("--threshold", type=float, default=None,
@@ -184,12 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     est = sub.add_parser(
         "estimate", help="expected LLM calls, tokens and cost of a fifa_annotate run, before running it",
+        allow_abbrev=False,  # as the pipeline: --samp is no --sample
         description="Analyses a few pairs of the manifest, renders the prompts a run would send and "
-                    "prices them. Takes fifa_annotate's options, e.g. facext estimate --input "
+                    "prices them. Takes fifa_annotate's options (below, and --config, and Beam's own), "
+                    "checked as the pipeline checks them, e.g. facext estimate --input "
                     "pairs.jsonl --describer gemini --llm_model gemini-2.5-flash --rater openai.")
-    est.add_argument("--sample", type=int, default=5, help="pairs to analyse and render (default 5)")
-    est.add_argument("--batch", action="store_true", help="price at the batch APIs' half price")
-    est.add_argument("--json", action="store_true", help="print JSON")
+    _estimate_arguments(est)
+    if pipeline_options:
+        from pipelines.fifa_annotate import FifaOptions
+
+        FifaOptions._add_argparse_args(est)  # for --help; the pipeline's parser reads them (_pipeline_options)
     est.set_defaults(func=_cmd_estimate)
 
     pub = sub.add_parser(
@@ -237,13 +275,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command the arguments chose (`facext bench pipeline`'s)."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name not in (subs[0].choices if subs else {}):
+            return parser
+        parser = subs[0].choices[name]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from pipelines.common.logs import setup_command
+
+    argv = setup_command(argv)  # -v/--verbose, anywhere on the line, is read (and taken out) here
+    parser = build_parser(pipeline_options="estimate" in argv[:1])
     args, unknown = parser.parse_known_args(argv)
     if args.command == "estimate":  # the pipeline's options pass through to its parser
-        args.pipeline_options = unknown
+        args.pipeline_options = _pipeline_options(argv)
     elif unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        from pipelines.common.options import unknown_option
+
+        chosen = _chosen(parser, args)
+        options = [a for a in unknown if a.startswith("-") and a != "-"]
+        if options:
+            flags = [flag for action in chosen._actions for flag in action.option_strings]
+            chosen.error(unknown_option(options[0].partition("=")[0], flags))
+        chosen.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.func(args)
 
 

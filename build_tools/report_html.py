@@ -461,10 +461,21 @@ def _sample_card(sample: dict, view: PairView, writer: _Pictures, tree: ConceptT
      <span class="muted">describer {_esc(describer)} · manifest {_esc(prov['manifest'])} row {prov['row']}</span></p>
   {_pair_pictures(view, writer, tree, cache)}
   <div class="sample">
-    <figure><img src="{_esc(seg)}" alt="[SEG] masks"><figcaption>this sample's [SEG] masks</figcaption></figure>
+    {_figure(seg, sample_caption(len(masks), len(regions), sample["bbox"] is not None))}
     <div class="conv">{turns}<ul class="legend">{legend}</ul>{rating_html}{hall_html}</div>
   </div>
 </section>"""
+
+
+def sample_caption(masks: int, regions: int, box: bool) -> str:
+    """What the sample's picture (`seg_overlay`) shows: only a sample with masks claims them."""
+    if masks:
+        text = "this sample's [SEG] masks"
+    elif regions:
+        text = "the regions of this sample's concepts"
+    else:
+        text = "this sample's image"
+    return text + (" and its box" if box else "")
 
 
 # --- rejected rows ------------------------------------------------------------------------------
@@ -478,6 +489,7 @@ def _rejected_section(output: Path, report: dict, selection: Selection, writer: 
     if not path.exists():
         return "<p>no rejected table in this output</p>"
     table = datasets.load_from_disk(str(path))
+    inputs = _InputPaths(report)
     rows = []
     for i, row in enumerate(table):
         if i >= 5000:
@@ -485,7 +497,7 @@ def _rejected_section(output: Path, report: dict, selection: Selection, writer: 
             break
         pictures = ""
         if i < selection.max_rejected:
-            pictures = "".join(_input_thumb(row.get(side), writer, f"rej_{row['pair_id']}_{side}_{i}")
+            pictures = "".join(_input_thumb(inputs.path(row, side), writer, f"rej_{row['pair_id']}_{side}_{i}")
                                for side in ("real", "fake"))
         rating = row.get("rating")
         extra = (f"<br>rating overall {rating['overall']}: {_esc(rating.get('reason', ''))}" if rating else "")
@@ -523,6 +535,28 @@ def _spans(matcher, text: str, wanted: set[str]) -> list[tuple[int, int, str]]:
     return [(m.start, m.end, m.node_id) for m in matcher.find(text) if m.node_id in wanted]
 
 
+class _InputPaths:
+    """Where a rejected row's input images lie: the table holds `real` and `fake` as the
+    manifest wrote them, relative to the manifest's folder (under the run's path rule)."""
+
+    def __init__(self, report: dict):
+        from pipelines.common.manifest import manifest_name
+
+        self.manifests = {manifest_name(m): m for m in report.get("manifests", [])}
+        self.allow_absolute = bool(report.get("options", {}).get("allow_absolute_paths"))
+
+    def path(self, row: dict, side: str) -> str | None:
+        from pipelines.common.manifest import resolve
+
+        ref, manifest = row.get(side), self.manifests.get(row.get("manifest") or "")
+        if not ref or manifest is None:
+            return None
+        try:
+            return resolve(manifest, ref, self.allow_absolute)
+        except ValueError:  # a path the run refused to read (path_outside_manifest)
+            return None
+
+
 def _input_thumb(path: str | None, writer: _Pictures, name: str) -> str:
     """A small picture of a rejected row's input image, when it can still be read."""
     if not path:
@@ -544,14 +578,20 @@ def _plots(report: dict, tree: ConceptTree, writer: _Pictures) -> list[tuple[str
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     plots = []
+
+    def counts_on(axis) -> None:  # counts are whole numbers: no 0.5 ticks on a small run
+        axis.set_major_locator(MaxNLocator(integer=True))
+
     by_task = report["samples"]["by_task_and_split"]
     fig, ax = plt.subplots(figsize=(8, 3.2))
     x = np.arange(len(TASKS))
     for j, split in enumerate(SPLITS):
         ax.bar(x + (j - 0.5) * 0.4, [by_task.get(t, {}).get(split, 0) for t in TASKS], 0.4, label=split)
     ax.set_xticks(x, TASKS)
+    counts_on(ax.yaxis)
     ax.set_ylabel("samples")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title("samples per task and split")
@@ -565,6 +605,7 @@ def _plots(report: dict, tree: ConceptTree, writer: _Pictures) -> list[tuple[str
             names = [tree[c].name if c in tree.by_id else c for _, c in flagged][::-1]
             colours = ["#3a7" if tree.by_id.get(c) and tree[c].atomic else "#37a" for _, c in flagged][::-1]
             ax.barh(names, [n for n, _ in flagged][::-1], color=colours)
+            counts_on(ax.xaxis)
             ax.set_xlabel("pairs flagged (green: atomic, blue: parent)")
             ax.set_title(f"concept frequency (top {len(flagged)})")
             ax.tick_params(axis="y", labelsize=7)
@@ -575,6 +616,7 @@ def _plots(report: dict, tree: ConceptTree, writer: _Pictures) -> list[tuple[str
             hist = concepts[key]
             ax.bar(range(len(hist)), list(hist.values()), color="#a53")
             ax.set_xticks(range(len(hist)), [k.split("-")[0] for k in hist], fontsize=7)
+            counts_on(ax.yaxis)
             ax.set_title(title, fontsize=10)
         axes[0].set_ylabel("count")
         plots.append(("coverage", writer.figure(fig, "plot_coverage")))
@@ -587,6 +629,7 @@ def _plots(report: dict, tree: ConceptTree, writer: _Pictures) -> list[tuple[str
             ax.axvline(ratings["min_rating"] - 0.5, color="#c33", lw=1, ls="--")
             ax.set_title(criterion.replace("_", " "), fontsize=9)
             ax.set_xticks(range(1, 11))
+            counts_on(ax.yaxis)
             ax.tick_params(labelsize=7)
         plots.append(("rating histograms (dashed: --min_rating)", writer.figure(fig, "plot_ratings")))
 
@@ -595,6 +638,7 @@ def _plots(report: dict, tree: ConceptTree, writer: _Pictures) -> list[tuple[str
     if items:
         fig, ax = plt.subplots(figsize=(8, max(2, 0.3 * len(items))))
         ax.barh([k for k, _ in items][::-1], [n for _, n in items][::-1], color="#c55")
+        counts_on(ax.xaxis)
         ax.set_xlabel("inputs")
         ax.set_title("reject reasons")
         plots.append(("reject reasons", writer.figure(fig, "plot_rejects")))

@@ -2,8 +2,8 @@
 
 Checks the schema against `schemas.FifaSample`, every sample's internal consistency
 (one decodable mask per `[SEG]`, grounded phrases naming their concepts in order,
-boxes inside the image, the question's placeholders), ratings and hallucinated concepts
-within the run's bars, that splits are disjoint by identity, shard sizes, the rejected table, and that the run report adds up and matches
+boxes inside the image, the question's placeholders), ratings (only on the answers that
+were rated) and hallucinated concepts within the run's bars, that splits are disjoint by identity, shard sizes, the rejected table, and that the run report adds up and matches
 the rows on disk.  Returns the problems found (empty when the output is valid).
 """
 
@@ -99,6 +99,7 @@ def validate(output: str | Path) -> Validation:
     import pyarrow as pa
 
     from fict.tree import load_tree
+    from pipelines.fifa.samples import judged_answer
     from schemas.features import hf_features
 
     out = Validation()
@@ -112,6 +113,7 @@ def validate(output: str | Path) -> Validation:
     expected = hf_features(FifaSample)
     options = (_load_report(root) or {}).get("options", {})
     min_rating, max_hallucinated = options.get("min_rating"), options.get("max_hallucinated")
+    rated = options.get("rater") not in (None, "none")  # then every judged answer has its rating
     identities: dict[str, set[str]] = {s: set() for s in SPLITS}
     pair_split: dict[str, str] = {}
     seen_ids: set[str] = set()
@@ -137,6 +139,11 @@ def validate(output: str | Path) -> Validation:
             rating = row.get("rating")
             if min_rating is not None and rating and rating["overall"] < min_rating:
                 out.fail(f"{split}/{row['sample_id']}: rated {rating['overall']}, below --min_rating {min_rating}")
+            if rating and not judged_answer(row["task"], row["negative"]):
+                out.fail(f"{split}/{row['sample_id']} ({row['task']}): carries the pair's rating, but its "
+                         f"answer is not one of the rated texts")
+            if rated and not rating and judged_answer(row["task"], row["negative"]):
+                out.fail(f"{split}/{row['sample_id']} ({row['task']}): its answer was rated, the rating is missing")
             if max_hallucinated is not None and len(row.get("hallucinated_concepts") or []) > max_hallucinated:
                 out.fail(f"{split}/{row['sample_id']}: names {row['hallucinated_concepts']} without artifacts "
                          f"(--max_hallucinated {max_hallucinated})")

@@ -57,11 +57,15 @@ class PairInput(BaseModel):
     source_dataset: str | None = None
     manifest: str = Field(description="the manifest file the row came from")
     row: int = Field(description="0-based row number in that manifest")
+    real_ref: str | None = Field(default=None, description="`real` as the manifest wrote it")
+    fake_ref: str | None = Field(default=None, description="`fake` as the manifest wrote it")
 
     def rejected(self, stage: str, reason: str, detail: str, **fields) -> RejectedRow:
-        """This pair as a rejected row: where, why, and the manifest's fields."""
+        """This pair as a rejected row: where, why, and the manifest's fields (the image
+        paths as the manifest wrote them, so the table is the same wherever the data lies)."""
         return RejectedRow(pair_id=self.pair_id, stage=stage, reason=reason, detail=detail,
-                           real=self.real, fake=self.fake, method=self.method or None,
+                           real=self.real_ref or self.real, fake=self.fake_ref or self.fake,
+                           method=self.method or None,
                            category=self.category or None, subject_id=self.subject_id,
                            manifest=self.manifest, row=self.row, **fields)
 

@@ -13,7 +13,8 @@ OK = "ok"
 REJECTED = "rejected"
 EVENTS = "events"
 PENDING = "pending"  # requests deferred to a batch job (--llm_batch submit)
-TAGS = (OK, REJECTED, EVENTS, PENDING)
+CACHED = "cached"  # results a stage found in a cache of finished work (they skip the stages that made them)
+TAGS = (OK, REJECTED, EVENTS, PENDING, CACHED)
 
 
 def _only(element, tag: str):

@@ -8,6 +8,7 @@ layer itself takes an `LlmConfig` and knows no command line.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 from pipelines.common.options import option
@@ -93,6 +94,22 @@ def llm_config(options, backend: str, model: str | None, cache: str | None, mode
 
 
 BARE_FLAGS = ("--dry_run",)
+DRY_RUN_HELP = ("render the prompts of --dry_run_pairs pairs under OUTPUT/dry_run and stop: no model is called, "
+                "no dataset is written (Beam's option; --dry_run alone means --dry_run=true)")
+
+
+def add_dry_run_flag(parser) -> None:
+    """Declares Beam's `--dry_run` (TestOptions': a value, default off) on a pipeline's own
+    parser, the one that prints its `--help`, so the help lists it.  Where Beam's own is
+    already there (the parser of every options class, which Beam builds to run), Beam's
+    stays; both read `--dry_run=true` (what `bare_flags` makes of a bare one) alike."""
+    group = parser.add_argument_group("Beam", "Beam's own options apply too (--runner, --direct_num_workers, "
+                                              "--project, ...); any other option is an error")
+    try:
+        group.add_argument("--dry_run", nargs="?", const="true", default=False, metavar="true",
+                            help=f"{DRY_RUN_HELP} (default: off)")
+    except argparse.ArgumentError:  # TestOptions declared it in this parser already
+        pass
 
 
 def bare_flags(argv: list[str]) -> list[str]:

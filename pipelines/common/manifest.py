@@ -137,8 +137,11 @@ def manifest_name(path: str) -> str:
     return path if "://" in path else os.path.basename(path)
 
 
-def read_records(path: str, parse_row) -> Iterator:
+def read_records(path: str, parse_row, limit: int | None = None) -> Iterator:
     """Each row of one manifest through `parse_row(manifest, index, row)` (a row is a dict,
-    or the string of its parse error), in file order."""
+    or the string of its parse error), in file order; only the first `limit` rows when given
+    (rows as `count_rows` counts them)."""
     for index, row in enumerate(raw_rows(path)):
+        if limit is not None and index >= limit:
+            return
         yield parse_row(path, index, row)

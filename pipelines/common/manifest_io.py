@@ -12,13 +12,13 @@ from schemas.common import Rejected, RejectReason, Stage
 
 
 class _ParseManifest(beam.DoFn):
-    def __init__(self, parse_row):
-        self.parse_row = parse_row
+    def __init__(self, parse_row, limits: dict[str, int] | None):
+        self.parse_row, self.limits = parse_row, limits or {}
         self.rows = Metrics.counter(NAMESPACE, "manifest_rows")
         self.bad = Metrics.counter(NAMESPACE, "manifest_rejected")
 
     def process(self, path: str):
-        for record in read_records(path, self.parse_row):
+        for record in read_records(path, self.parse_row, self.limits.get(path)):
             self.rows.inc()
             yield event(("inputs",))
             if isinstance(record, Rejected):
@@ -45,16 +45,18 @@ class ReadManifest(beam.PTransform):
 
     `parse_row(manifest, index, row)` is the pipeline's row parser (picklable): it returns
     a record with `pair_id`, `manifest`, `row` and `rejected(stage, reason, detail)`, or a
-    `schemas.common.Rejected` row."""
+    `schemas.common.Rejected` row.  `limits` caps the rows read from each manifest
+    (`--limit`)."""
 
-    def __init__(self, manifests: tuple[str, ...], parse_row):
+    def __init__(self, manifests: tuple[str, ...], parse_row, limits: tuple[int, ...] | None = None):
         super().__init__()
         self.manifests, self.parse_row = manifests, parse_row
+        self.limits = dict(zip(manifests, limits, strict=True)) if limits else None
 
     def expand(self, p):
         rows = split_outputs(p
                              | "Manifest files" >> beam.Create(list(self.manifests))
-                             | "Parse rows" >> beam.ParDo(_ParseManifest(self.parse_row)),
+                             | "Parse rows" >> beam.ParDo(_ParseManifest(self.parse_row, self.limits)),
                              "Parse rows", (OK, REJECTED, EVENTS))
         # Grouping by id both drops duplicates and spreads the pairs over workers.
         unique = split_outputs(rows[OK]

@@ -6,12 +6,20 @@ metadata (`option(default, help)`); `add_arguments` makes the argparse flags of 
 `option_table` the rows the README's option tables are checked against.  Any module may
 declare options this way without importing this one: a field is an option when its
 `metadata` holds "help" (and optionally "choices", "flag", "group", "shown").
+
+`pipeline_argv` is what a pipeline's entry point calls first: it expands `--config`, and
+checks every option of the command line (and of the file) against the flags Beam and the
+pipeline know, so a typo ends the program before any work with one line and exit status 2:
+`error: unknown option --outptu (did you mean --output?)`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import importlib
+import sys
 import types
 import typing
 from pathlib import Path
@@ -110,11 +118,18 @@ def _value_type(hint, where: str) -> type:
     return hint
 
 
-def expand_config(argv: list[str], known: set[str]) -> list[str]:
+class OptionError(SystemExit):
+    """A command line or `--config` file that names an option nobody declares, or cannot be
+    read: `pipeline_argv` prints it as one `error:` line and exits 2.  Its `code` is the
+    message, so a caller that lets it through still shows it."""
+
+
+def expand_config(argv: list[str], known: set[str] | None) -> list[str]:
     """argv with the options of `--config FILE.yaml` put in front, so flags win.
 
     The file is a mapping of option names (with or without leading dashes) to scalars;
-    `true` turns a switch on, `false` leaves it off.  Unknown names are an error.
+    `true` turns a switch on, `false` leaves it off.  A name not in `known` is an
+    `OptionError` naming the closest known one (`known=None` takes every name).
     """
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
@@ -123,17 +138,19 @@ def expand_config(argv: list[str], known: set[str]) -> list[str]:
         return list(argv)
     path = Path(args.config)
     if not path.is_file():
-        raise SystemExit(f"--config: {path} does not exist")
+        raise OptionError(f"--config: {path} does not exist")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise SystemExit(f"--config: {path} must hold a mapping of option names to values")
+        raise OptionError(f"--config: {path} must hold a mapping of option names to values")
     flags: list[str] = []
     for key, value in data.items():
         name = str(key).lstrip("-").replace("-", "_")
         if name == "config":
-            raise SystemExit(f"--config: {path} may not name another config file")
-        if name not in known:
-            raise SystemExit(f"--config: {path}: unknown option {key!r}")
+            raise OptionError(f"--config: {path} may not name another config file")
+        if known is not None and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise OptionError(f"--config: {path}: unknown option {key!r}{hint}")
         if isinstance(value, bool):
             if value:
                 flags.append(f"--{name}")
@@ -142,14 +159,129 @@ def expand_config(argv: list[str], known: set[str]) -> list[str]:
         elif value is None:
             continue
         else:
-            raise SystemExit(f"--config: {path}: option {key!r} must be a scalar, got {type(value).__name__}")
+            raise OptionError(f"--config: {path}: option {key!r} must be a scalar, got {type(value).__name__}")
     return flags + list(argv)
 
 
 def known_option_names(options_cls) -> set[str]:
-    """Every option name Beam knows (its own and all registered subclasses')."""
+    """Every option name Beam knows (its own and all registered subclasses'): the names the
+    parsed options carry, and the flags without their dashes (`no_use_public_ips`)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
     names = set(PipelineOptions([]).get_all_options(retain_unknown_options=False))
     names.update(options_cls([]).get_all_options(retain_unknown_options=False))
+    names.update(flag[2:] for flag in known_flags(options_cls) if flag.startswith("--"))
     return names
+
+
+def known_flags(options_cls) -> dict[str, argparse.Action]:
+    """Every flag (`--runner`, `--input`, `-h`) of Beam's registered PipelineOptions
+    subclasses, `options_cls` among them, with the argparse action that parses it."""
+    found: dict[str, argparse.Action] = {}
+    options_cls([]).get_all_options(add_extra_args_fn=lambda parser: found.update(parser._option_string_actions))
+    return found
+
+
+def import_runner(argv: list[str]) -> None:
+    """Imports the module of the runner `--runner` names, as Beam would when it runs: a
+    runner may register options of its own there (the Dask runner's `--dask_*`)."""
+    from apache_beam.runners import runner as beam_runner
+
+    names = [arg.partition("=")[2] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
+             for i, arg in enumerate(argv) if arg.partition("=")[0] == "--runner"]
+    if not names or not names[-1]:
+        return
+    known = getattr(beam_runner, "_RUNNER_MAP", {})  # Beam's short names, as create_runner reads them
+    name = known.get(names[-1].lower(), known.get(names[-1].lower() + "runner", names[-1]))
+    if "." in name:
+        try:
+            importlib.import_module(name.rsplit(".", 1)[0])
+        except ImportError:
+            pass  # Beam says so itself when it makes the runner
+
+
+def _is_option(arg: str) -> bool:
+    """Whether argparse reads `arg` as an option: `--x`, or `-x` that is not a number (`-1`)."""
+    if arg.startswith("--"):
+        return True
+    if not arg.startswith("-") or arg == "-":
+        return False
+    try:
+        float(arg)
+    except ValueError:
+        return True
+    return False
+
+
+def _values_taken(action: argparse.Action, rest: list[str]) -> int:
+    """How many of the tokens after a flag (given without `=`) argparse takes as its values."""
+    values = 0
+    while values < len(rest) and not _is_option(rest[values]):
+        values += 1
+    nargs = action.nargs
+    if nargs == 0:
+        return 0
+    if nargs is None or nargs == "?":
+        return min(values, 1)
+    if isinstance(nargs, int):
+        return min(values, nargs)
+    if nargs == argparse.REMAINDER:
+        return len(rest)
+    return values  # "*", "+"
+
+
+def unknown_option(name: str, candidates) -> str:
+    """`unknown option --outptu (did you mean --output?)`: the shortest candidate `name`
+    abbreviates, else the closest by difflib."""
+    candidates = sorted(c for c in candidates if c.startswith("--"))
+    close = sorted((c for c in candidates if c.startswith(name)), key=len)[:1]
+    close = close or difflib.get_close_matches(name, candidates, n=1)
+    return f"unknown option {name}" + (f" (did you mean {close[0]}?)" if close else "")
+
+
+def check_options(argv: list[str], flags: dict[str, argparse.Action], also: tuple[str, ...] = ()) -> None:
+    """`OptionError` for the first option of argv that no flag in `flags` spells (no
+    abbreviations: Beam parses without them), or a word that is no flag's value.
+
+    `--opt value` and `--opt=value` both work; a token starting with `--` is always an
+    option (argparse reads it so), and what follows `=` is always a value.  Tokens after a
+    lone `--` are not looked at.  `also`: other flags of the same command line, offered
+    as suggestions only.
+    """
+    i, previous = 0, None
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg == "--":
+            return
+        if not _is_option(arg):
+            after = f" (after {previous}, which takes no value)" if previous and flags[previous].nargs == 0 else ""
+            raise OptionError(f"unexpected argument {arg!r}{after}")
+        name, eq, _ = arg.partition("=")
+        if name not in flags:
+            raise OptionError(unknown_option(name, [*flags, *also]))
+        previous = name
+        if not eq:
+            i += _values_taken(flags[name], argv[i:])
+
+
+def pipeline_argv(argv: list[str], options_cls, rewrite=None, also: tuple[str, ...] = ()) -> list[str]:
+    """A pipeline's command line, ready for `options_cls(argv)`: `--config` expanded,
+    `rewrite` applied (e.g. `llm_options.bare_flags`), and every option checked against
+    `--config` and the flags Beam and `options_cls` know (`check_options`).  A wrong option
+    or config file ends the program here, before any work: one `error:` line on stderr,
+    exit status 2.
+    """
+    try:
+        import_runner(expand_config(argv, None))  # the config file may name the runner
+        flags = known_flags(options_cls)
+        # --config is read here; a pipeline declares it too, so that its --help lists it.
+        flags.setdefault("--config", argparse.Action(["--config"], "config"))
+        argv = expand_config(argv, {flag[2:] for flag in flags if flag.startswith("--")})
+        if rewrite is not None:
+            argv = rewrite(argv)
+        check_options(argv, flags, also)
+    except OptionError as exc:
+        print(f"error: {exc.code}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return argv

@@ -9,6 +9,11 @@ always written when the work ends.
         for f in files:
             send(f)
             progress.advance(1, size=f.size)   # size adds a byte rate
+
+The rate is what was done since the line started (not counts it found already done)
+over the time since then, and is shown only once `min_rate_s` have passed: counts that
+arrive in jumps (workers write theirs once a second) over a near-zero time would
+otherwise read as hundreds of thousands of items a second.
 """
 
 from __future__ import annotations
@@ -44,13 +49,15 @@ class Progress:
 
     def __init__(self, total: int | None, desc: str, unit: str = "item", *,
                  stream: TextIO | None = None, tty_interval: float = 0.2, log_interval: float = 30.0,
-                 enabled: bool | None = None):
+                 enabled: bool | None = None, done: int = 0, min_rate_s: float = 2.0):
+        """`done`: items already done when the line starts (not counted in the rate)."""
         self.total, self.desc, self.unit = total, desc, unit
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = progress_enabled() if enabled is None else enabled
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval = tty_interval if self.tty else log_interval
-        self.done = 0
+        self.min_rate_s = min_rate_s
+        self.done = self._done_at_start = done
         self.bytes = 0
         self.started = time.monotonic()
         self._shown_at = float("-inf")
@@ -76,18 +83,26 @@ class Progress:
             self.bytes = size
         self._maybe_show()
 
+    def rate(self) -> float | None:
+        """Items a second since the line started; None before `min_rate_s` have passed."""
+        elapsed = time.monotonic() - self.started
+        if elapsed < max(self.min_rate_s, 1e-9):
+            return None
+        return max(self.done - self._done_at_start, 0) / elapsed
+
     def line(self) -> str:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = self.done / elapsed
+        elapsed = max(time.monotonic() - self.started, 0.0)
+        rate = self.rate()
         total = f"/{self.total}" if self.total else ""
         parts = [f"{self.desc}: {self.done}{total} {self.unit}s"]
         if self.total:
             parts[0] += f" ({100 * min(self.done / self.total, 1):.0f}%)"
-        parts.append(f"{rate:.2f} {self.unit}/s" if rate < 10 else f"{rate:.0f} {self.unit}/s")
-        if self.bytes:
-            parts.append(f"{_bytes(self.bytes / elapsed)}/s")
+        if rate is not None:
+            parts.append(f"{rate:.2f} {self.unit}/s" if rate < 10 else f"{rate:.0f} {self.unit}/s")
+            if self.bytes:
+                parts.append(f"{_bytes(self.bytes / elapsed)}/s")
         parts.append(f"elapsed {_duration(elapsed)}")
-        if self.total and 0 < self.done < self.total and rate > 0:
+        if rate and self.total and self.done < self.total:
             parts.append(f"left ~{_duration((self.total - self.done) / rate)}")
         return ", ".join(parts)
 
@@ -213,7 +228,10 @@ class watch_counts:
                 self.progress.done = max(self.progress.done, self.progress.total or 0)
                 self.progress.close()
             self._current = phase
-            self.progress = Progress(total, self.phases[phase][0], self.unit)
+            # what the phase did before the line started is not in its rate
+            self.progress = Progress(total, self.phases[phase][0], self.unit, done=done)
+            if done:
+                self.progress.set(done)  # the phase's first line
         self.progress.total = total
         if done != self.progress.done:
             self.progress.set(done)

@@ -11,6 +11,7 @@ the run) names the shards, writes the metadata and the report, and removes _tmp.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -26,9 +27,7 @@ from pipelines.common.shards import (
     parts_by_split,
     remove_tree,
 )
-
-# `_publish` is `facext publish`'s staging folder: made from this run, stale after a new one.
-OWNED = ("train", "test", "rejected", "_tmp", "_publish", "dataset_dict.json", "run_report.json")
+from pipelines.common.staging import OWNED, commit, differences, read_report, recover, staging_path
 
 
 def _key_str(key: tuple) -> str:
@@ -88,30 +87,86 @@ class RunOutput:
 
     def __init__(self, settings):
         self.settings = settings
-        self.root = settings.output
+        self.output = settings.output  # where the finished dataset goes
+        self.root = staging_path(settings.output)  # where this run writes it (`pipelines.common.staging`)
         self.tmp = join(self.root, "_tmp")
         self.spill_dir = join(self.tmp, "pairs")  # analysed pairs between analysis and describing
         # Batch-mode state: kept across runs (job ids cost money), never removed by `prepare`.
-        self.batch_dir = join(self.root, "llm_batch")
+        self.batch_dir = join(self.output, "llm_batch")
         self.started = time.perf_counter()
         self.report: dict[str, Any] | None = None
 
     def prepare(self) -> None:
-        """Remove what an earlier run of this pipeline left here (only its own files).
+        """Check that the run may replace what OUTPUT holds, and start a fresh staging folder.
 
-        Refuses a folder that holds `train/`, `test/` or `rejected/` without an earlier
-        run's report: those were not written by this pipeline and are not ours to delete.
+        Refuses (exit 2) a folder that holds `train/`, `test/` or `rejected/` without a
+        run's report (not written by this pipeline, not ours to replace), and a finished
+        dataset of another identity (inputs, limit, options) unless --overwrite.  OUTPUT
+        itself is not touched until `finalize` commits the new dataset.
         """
-        present = [name for name in OWNED if FileSystems.exists(join(self.root, name))]
-        ours = FileSystems.exists(join(self.root, "run_report.json")) or FileSystems.exists(self.tmp)
-        if present and not ours:
-            raise SystemExit(f"--output {self.root} already holds {', '.join(present)} from something other "
-                             f"than {self.pipeline}; choose an empty or new folder")
-        for name in present:
-            remove_tree(join(self.root, name))
-        if not FileSystems.exists(self.root):
-            FileSystems.mkdirs(self.root)
+        import sys
+
+        done = recover(self.output)
+        if done:
+            print(f"{self.pipeline}: {done}", file=sys.stderr)
+        present = [name for name in OWNED if FileSystems.exists(join(self.output, name))]
+        old = read_report(self.output)
+        if present and old is None:
+            print(f"error: --output {self.output} already holds {', '.join(present)} from something other "
+                  f"than {self.pipeline}; choose an empty or new folder", file=sys.stderr)
+            raise SystemExit(2)
+        changed = differences(old, {"run_identity": self.settings.identity()}) if old else []
+        if changed and not getattr(self.settings, "overwrite", False):
+            print(f"error: --output {self.output} holds a finished dataset built from other inputs or options:\n"
+                  + "".join(f"  {line}\n" for line in changed)
+                  + "run again with --overwrite to replace it, or choose another --output", file=sys.stderr)
+            raise SystemExit(2)
+        remove_tree(self.root)  # what an interrupted run staged: its finished analysis is in the cache
+        FileSystems.mkdirs(self.root)
         self.started = time.perf_counter()
+
+    @contextlib.contextmanager
+    def interruptible(self, cache: str | None = None):
+        """Ctrl-C inside the block ends the run with one line (what was kept, and the
+        command that resumes) and exit status 130, instead of a page of tracebacks."""
+        import logging
+        import os
+        import shlex
+        import signal
+        import sys
+        import threading
+
+        interrupted = threading.Event()
+
+        def on_ctrl_c(signum, frame):
+            # What the runner logs while it unwinds (tracebacks of every step it was in) is
+            # not for the person who pressed Ctrl-C: only the line below is.
+            interrupted.set()
+            logging.disable(logging.CRITICAL)
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the rest of this process
+            raise KeyboardInterrupt
+
+        # The in-process runner executes steps on this thread and wraps what they raise
+        # (KeyboardInterrupt included) in a RuntimeError: the flag tells an interruption apart.
+        # A process started with Ctrl-C ignored (a background job) keeps ignoring it.
+        watch = threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        before = signal.signal(signal.SIGINT, on_ctrl_c) if watch else None
+        try:
+            yield
+        except BaseException:
+            if not interrupted.is_set():
+                raise
+            kept = f"; finished analyses are kept in {cache}" if cache else ""
+            print(f"\n{self.pipeline}: interrupted. {self.output} is unchanged{kept}. "
+                  f"Resume with: {shlex.join(_command_line())}", file=sys.__stderr__, flush=True)
+            sys.stdout.flush()
+            # Beam's worker threads and processes may still hold the interpreter; nothing
+            # they do now matters (the staging folder is cleared by the next run).
+            os._exit(130)
+        finally:
+            if watch:
+                signal.signal(signal.SIGINT, before)
 
     def progress_dir(self) -> str | None:
         """Where local workers count finished pairs for the progress line (local outputs
@@ -180,6 +235,7 @@ class RunOutput:
         with FileSystems.create(join(self.root, "run_report.json")) as f:
             f.write((json.dumps(self.report, indent=2, ensure_ascii=False) + "\n").encode())
         remove_tree(self.tmp)
+        commit(self.root, self.output)
         return self.report
 
     def build_report(self, events: dict[tuple, float], shards: dict, wall_s: float,
@@ -255,4 +311,19 @@ class RunOutput:
         return (f"{r['inputs']} inputs: {r['pairs_written']} pairs written, {r['pairs_rejected']} rejected "
                 f"({reasons})\n{r['samples']['total']} samples ({tasks})\n"
                 f"train {r['samples']['by_split'].get('train', 0)}, test {r['samples']['by_split'].get('test', 0)}"
-                f" -> {self.root}  [{r['timings']['wall_s']:.1f} s]")
+                f" -> {self.output}  [{r['timings']['wall_s']:.1f} s]")
+
+
+def _command_line() -> list[str]:
+    """The command this process runs, as a person would type it again."""
+    import os
+    import sys
+
+    argv = list(sys.argv)
+    first = os.path.basename(argv[0]) if argv else ""
+    if first in ("beam", "facext"):
+        return [first, *argv[1:]]
+    module = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if module is not None and module.name:  # python -m pipelines.fifa_annotate ...
+        return ["python", "-m", module.name.removesuffix(".__main__"), *argv[1:]]
+    return ["python", *argv]

@@ -37,8 +37,8 @@ def build_report(settings, events: dict[tuple, float], shards: dict, wall_s: flo
     """The run report; `inputs == pairs_written + pairs_rejected (+ pairs_pending)` when
     nothing was lost.  A pipeline adds its own keys: `head` after the options (e.g. the
     concept tree's version), `sections` after the ratings (e.g. concept counts)."""
-    def total(kind: str) -> int:
-        return int(sum(v for k, v in events.items() if k[0] == kind))
+    def total(*key: str) -> int:
+        return int(sum(v for k, v in events.items() if k[:len(key)] == key))
 
     by_stage, by_reason, by_stage_reason = breakdown(events, "rejected")
     inputs, written, rejected, pending = total("inputs"), total("pairs_written"), total("rejected"), total("pending")
@@ -60,9 +60,11 @@ def build_report(settings, events: dict[tuple, float], shards: dict, wall_s: flo
         "input": settings.input_pattern,
         "manifests": list(settings.manifests),
         "output": settings.output,
-        "options": {**settings.shaping(), "max_rows_per_shard": settings.max_rows_per_shard,
-                    "allow_absolute_paths": settings.allow_absolute_paths},
+        "limit": settings.limit,
+        "options": settings.options(),
         "options_hash": settings.options_hash(),
+        # What makes another run the same run (`pipelines.common.staging.differences`).
+        "run_identity": settings.identity(),
         **(head or {}),
         "prompt_templates": templates,
         "inputs": inputs,
@@ -77,6 +79,8 @@ def build_report(settings, events: dict[tuple, float], shards: dict, wall_s: flo
         "samples": {"total": 0 if awaiting else sum(by_split.values()), "by_task": by_task,
                     "by_split": by_split, "by_task_and_split": by_task_split},
         "shards": shards,
+        # Pairs whose finished analysis a cache held (a re-run, a resumed run) and those analysed now.
+        "analysis_cache": {"hits": total("analysis_cache", "hits"), "misses": total("analysis_cache", "misses")},
         "llm": llm_report(settings, events, batch),
         "ratings": ratings_report(settings, events),
         **(sections or {}),

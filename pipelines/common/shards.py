@@ -1,19 +1,23 @@
 """Arrow shards in the `datasets` save format, written by Beam, finished by the driver.
 
-Rows never travel through the shuffle: they are spilled to files (`pipelines.common.spill`)
-and the shuffle carries only (bucket, sort key, where the row lies), so it moves a few
-bytes per row however large the images are, and a writer holds one record batch
-(`WRITER_BATCH_ROWS` rows) at a time.  Workers write each split's rows into temporary
-Arrow IPC stream files; the driver then
-renames them to `SPLIT/data-{i:05d}-of-{n:05d}.arrow` and writes `state.json`,
-`dataset_info.json` and `dataset_dict.json`, so `datasets.load_from_disk` opens the
-folder.  Placement is a pure function of the rows and the bucket counts: a row's
-bucket is a hash of its id, a bucket's rows are sorted by id and cut into files of at
-most `max_rows`, so the same rows give byte-identical files on any runner.
+Rows never travel through the shuffles: they are spilled to files (`pipelines.common.spill`)
+and the shuffles carry only (key, sort key or position, where the row lies), a few bytes
+per row however large the images are; a writer holds one record batch
+(`WRITER_BATCH_ROWS` rows) at a time.
 
-The bucket counts come from the driver (an estimate from the manifest's row count),
-not from a count inside the pipeline: the Dask runner computes side inputs wrongly
-behind a reshuffle, and every runner must place rows alike.
+Placement.  A split's rows are ordered by bucket (a hash of the row's id), then by the
+sort fields, and cut into `ceil(rows / max_rows)` files whose sizes differ by at most
+one row (`shard_sizes`).  Inside the pipeline, without side inputs (the Dask runner
+computes side inputs wrongly behind a reshuffle): the rows are grouped by bucket and
+sorted; the buckets' sizes, grouped by split, give each bucket the position of its
+first row and the split's total; a join hands both back to the bucket, which sends each
+row to its file; each file's rows are grouped, read back in order and written under the
+file's final name.  The placement is a pure function of the rows and the bucket counts,
+so the same rows give byte-identical files on any runner.  The bucket counts (only the
+order and the parallelism depend on them) come from the driver, an estimate from the
+manifest's row count.  The driver then moves the files into
+`SPLIT/data-{i:05d}-of-{n:05d}.arrow` and writes `state.json`, `dataset_info.json` and
+`dataset_dict.json`, so `datasets.load_from_disk` opens the folder.
 """
 
 from __future__ import annotations
@@ -98,12 +102,60 @@ class _CountingWriter:
         self.close()
 
 
-class _WriteBucket(beam.DoFn):
-    """One bucket's rows, read back from the spill files in sorted order, as shard files of
-    at most `max_rows` rows (one file's rows in memory at a time)."""
+def shard_sizes(rows: int, max_rows: int) -> list[int]:
+    """Rows per file of a split: as few files as `max_rows` allows, sizes differing by at
+    most one (the larger first); no file for no rows."""
+    if rows <= 0:
+        return []
+    files = math.ceil(rows / max_rows)
+    size, larger = divmod(rows, files)
+    return [size + 1] * larger + [size] * (files - larger)
 
-    def __init__(self, tmp_dir: str, record_type, max_rows: int):
-        self.tmp_dir, self.record_type, self.max_rows = tmp_dir, record_type, max_rows
+
+def file_of(position: int, rows: int, max_rows: int) -> tuple[int, int]:
+    """(file index, number of files) of the row at `position` (0-based) of a split of
+    `rows` rows cut by `shard_sizes`."""
+    files = math.ceil(rows / max_rows)
+    size, larger = divmod(rows, files)
+    head = larger * (size + 1)  # rows in the larger files
+    index = position // (size + 1) if position < head else larger + (position - head) // size
+    return index, files
+
+
+def _sorted_bucket(key: tuple, keyed_refs) -> tuple[tuple, list]:
+    """((split, bucket), [(sort key, ref)]) -> ((split, bucket), refs in row order)."""
+    return key, [ref for _, ref in sorted(keyed_refs)]
+
+
+def _bucket_starts(split: str, sizes) -> Iterator[tuple[tuple, tuple[int, int]]]:
+    """A split's (bucket, rows) -> ((split, bucket), (position of its first row, rows of the split))."""
+    sizes = sorted(sizes)
+    total, start = sum(n for _, n in sizes), 0
+    for bucket, n in sizes:
+        yield (split, bucket), (start, total)
+        start += n
+
+
+class _RowsToFiles:
+    """A bucket's refs joined with its start -> ((split, file, files), (position, ref)) per row."""
+
+    def __init__(self, max_rows: int):
+        self.max_rows = max_rows
+
+    def __call__(self, element):
+        (split, _), joined = element
+        (refs,), ((start, total),) = joined["refs"], joined["start"]
+        for i, ref in enumerate(refs):
+            index, files = file_of(start + i, total, self.max_rows)
+            yield (split, index, files), (start + i, ref)
+
+
+class _WriteFile(beam.DoFn):
+    """One file's rows, read back from the spill files in order, as
+    `SPLIT/data-{i:05d}-of-{n:05d}.arrow` under the temporary folder."""
+
+    def __init__(self, tmp_dir: str, record_type):
+        self.tmp_dir, self.record_type = tmp_dir, record_type
         self.features = None
 
     def setup(self) -> None:
@@ -112,16 +164,15 @@ class _WriteBucket(beam.DoFn):
         self.features = hf_features(self.record_type)
 
     def process(self, element):
-        (split, bucket), keyed_refs = element
-        refs = [ref for _, ref in sorted(keyed_refs)]
+        (split, index, files), placed = element
+        refs = [ref for _, ref in sorted(placed)]
         reader = SpillReader()
         try:
-            for c in range(math.ceil(len(refs) / self.max_rows)):
-                chunk = (reader.read(ref) for ref in refs[c * self.max_rows:(c + 1) * self.max_rows])
-                name = f"part-{bucket:05d}-{c:03d}.arrow"
-                rows, size = write_arrow(join(self.tmp_dir, split, name), chunk, self.features)
-                yield (("part_rows", split, name), rows)
-                yield (("part_bytes", split, name), size)
+            name = f"data-{index:05d}-of-{files:05d}.arrow"
+            rows, size = write_arrow(join(self.tmp_dir, split, name), (reader.read(r) for r in refs),
+                                     self.features)
+            yield (("part_rows", split, name), rows)
+            yield (("part_bytes", split, name), size)
         finally:
             reader.close()
 
@@ -143,12 +194,12 @@ def _sortable(value) -> tuple:
 
 
 class WriteShards(beam.PTransform):
-    """Rows -> temporary shard files; outputs (key, number) events describing the parts.
+    """Rows -> temporary shard files; outputs (key, number) events describing them.
 
     A row's split is its `split_field` (one split "all" without one); split s has
     `buckets[s]` buckets (1 if not named), chosen by a hash of the row's
     `sort_fields[0]` (its id); a bucket's rows are ordered by `sort_fields`, which must
-    tell every two rows apart.
+    tell every two rows apart.  Each split is cut into files by `shard_sizes`.
     """
 
     def __init__(self, tmp_dir: str, record_type, sort_fields: tuple[str, ...], max_rows: int,
@@ -160,10 +211,19 @@ class WriteShards(beam.PTransform):
 
     def expand(self, rows):
         keyed = _BucketKey(self.sort_fields, self.split_field, self.buckets)
-        return (rows
-                | "Spill rows, bucket by id hash" >> beam.ParDo(Spill(join(self.tmp_dir, "spill"), keyed))
-                | "Group buckets" >> beam.GroupByKey()
-                | "Write bucket files" >> beam.ParDo(_WriteBucket(self.tmp_dir, self.record_type, self.max_rows)))
+        buckets = (rows
+                   | "Spill rows, bucket by id hash" >> beam.ParDo(Spill(join(self.tmp_dir, "spill"), keyed))
+                   | "Group buckets" >> beam.GroupByKey()
+                   | "Sort each bucket" >> beam.MapTuple(_sorted_bucket))
+        starts = (buckets
+                  | "Bucket sizes" >> beam.MapTuple(lambda key, refs: (key[0], (key[1], len(refs))))
+                  | "Sizes per split" >> beam.GroupByKey()
+                  | "Where buckets start" >> beam.FlatMapTuple(_bucket_starts))
+        return ({"refs": buckets, "start": starts}
+                | "Buckets with their starts" >> beam.CoGroupByKey()
+                | "Rows to files" >> beam.FlatMap(_RowsToFiles(self.max_rows))
+                | "Group files" >> beam.GroupByKey()
+                | "Write files" >> beam.ParDo(_WriteFile(self.tmp_dir, self.record_type)))
 
 
 # --- the driver's part -------------------------------------------------------------------------

@@ -190,11 +190,19 @@ class PairAnalyzer:
 
 def read_pair(real_path: str | Path, fake_path: str | Path,
               timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Stage 1: both images as uint8 RGB of one size; raises ImageRejected."""
+    """Stage 1: both images as uint8 RGB of one size; raises ImageRejected, its detail
+    saying which image (real and fake often share a file name in different folders)."""
     with _timed(timings, "decode"):
-        real, fake = read_image(real_path), read_image(fake_path)
+        real, fake = _read_side("real", real_path), _read_side("fake", fake_path)
     check_pair(real, fake)
     return real, fake
+
+
+def _read_side(side: str, path: str | Path) -> np.ndarray:
+    try:
+        return read_image(path)
+    except ImageRejected as exc:
+        raise ImageRejected(exc.reason, f"{side} {exc.detail}") from None
 
 
 @contextmanager

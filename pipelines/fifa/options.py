@@ -29,3 +29,5 @@ class FifaFlags:
                                                "its folder")
     # Read by `expand_config` before Beam parses; declared so --help lists it and Beam accepts it.
     config: str | None = option(None, "YAML file of options; flags override it")
+    # Read by `pipelines.common.logs.setup_pipeline` before Beam parses (-v is spelled --verbose there).
+    verbose: bool = option(False, "show third-party warnings and native log lines (-v)")

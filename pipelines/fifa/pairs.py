@@ -46,9 +46,9 @@ def parse_row(manifest: str, index: int, row: dict[str, Any] | str,
                            method=extra["method"], category=extra["category"],
                            subject_id=extra["subject_id"], manifest=name, row=index)
 
-    missing = [k for k in ("real", "fake") if not isinstance(row.get(k), str) or not row[k]]
-    if missing:
-        return reject(RejectReason.BAD_MANIFEST_ROW, f"missing {' and '.join(missing)}")
+    problem = _image_columns_problem(row)
+    if problem:
+        return reject(RejectReason.BAD_MANIFEST_ROW, problem)
     try:
         real = resolve(manifest, row["real"], allow_absolute)
         fake = resolve(manifest, row["fake"], allow_absolute)
@@ -56,7 +56,21 @@ def parse_row(manifest: str, index: int, row: dict[str, Any] | str,
         return reject(RejectReason.PATH_OUTSIDE_MANIFEST, str(exc))
     return PairInput(pair_id=pair_id, real=real, fake=fake, method=extra["method"] or "",
                      category=extra["category"] or "", subject_id=extra["subject_id"],
-                     source_dataset=extra["source_dataset"], manifest=name, row=index)
+                     source_dataset=extra["source_dataset"], manifest=name, row=index,
+                     real_ref=row["real"], fake_ref=row["fake"])
+
+
+def _image_columns_problem(row: dict[str, Any]) -> str | None:
+    """What is wrong with the row's `real` and `fake`, naming the columns it does have (a
+    misspelt header is then plain to see); None when both are paths."""
+    missing = [k for k in ("real", "fake") if row.get(k) in (None, "")]
+    not_paths = [k for k in ("real", "fake") if k not in missing and not isinstance(row[k], str)]
+    problems = []
+    if missing:
+        columns = ", ".join(sorted(str(k) for k, v in row.items() if v not in (None, ""))) or "none"
+        problems.append(f"missing {' and '.join(missing)} (the row has columns: {columns})")
+    problems += [f"{k} is not a path: {row[k]!r}" for k in not_paths]
+    return "; ".join(problems) or None
 
 
 def _str(value: Any) -> str | None:

@@ -14,11 +14,13 @@ import sys
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.common.beam_tags import EVENTS, OK, PENDING, REJECTED, split_outputs
-from pipelines.common.llm_options import LlmFlags, bare_flags
+from pipelines.common.beam_tags import CACHED, EVENTS, OK, PENDING, REJECTED, split_outputs
+from pipelines.common.llm_options import LlmFlags, add_dry_run_flag, bare_flags
+from pipelines.common.logs import setup_pipeline
 from pipelines.common.manifest_io import ReadManifest
-from pipelines.common.options import add_arguments, expand_config, known_option_names
+from pipelines.common.options import add_arguments, pipeline_argv
 from pipelines.common.progress import count_into, watch_counts
+from pipelines.common.run_options import RunFlags
 from pipelines.common.runners import is_local, run_pipeline
 from pipelines.common.shards import join
 from pipelines.common.spill import SpilledBatches
@@ -43,7 +45,16 @@ class FifaOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         add_arguments(parser, FifaFlags, "FiFa-Instruct")
+        add_arguments(parser, RunFlags, "Run")
         add_arguments(parser, LlmFlags, "LLM layer")
+        add_dry_run_flag(parser)
+
+    @classmethod
+    def from_argv(cls, argv: list[str], also: tuple[str, ...] = ()) -> FifaOptions:
+        """The options of a command line, `--config` and a bare `--dry_run` included; an
+        unknown option exits 2 before any work (`pipelines.common.options.pipeline_argv`).
+        `also`: the caller's own flags, offered as suggestions."""
+        return cls(pipeline_argv(argv, cls, bare_flags, also))  # FifaOptions' parser: --help lists ours
 
 
 def stage(pcoll, label: str, fn, tags=(OK, REJECTED)) -> dict:
@@ -59,15 +70,19 @@ def build(p: beam.Pipeline, settings: FifaSettings, output: FifaOutput, progress
     """The graph.  Each stage's refusals go to `rejected`, its counts to `events`; with
     `progress_dir` (local runs) every finished pair is also counted there."""
     analysis = settings.analysis_config()
-    manifest = p | "Read manifest" >> ReadManifest(settings.manifests,
-                                                         pair_parser(settings.allow_absolute_paths))
-    loaded = stage(manifest["pairs"], "Load and validate pair", LoadPair())
-    located = stage(loaded[OK], "Face geometry", LocateFace(analysis))
-    artifacts = stage(located[OK], "Artifact analysis", AnalyseArtifacts(analysis))
-    concepts = stage(artifacts[OK], "Concepts and evidence", ConceptsAndEvidence(analysis),
+    manifest = p | "Read manifest" >> ReadManifest(settings.manifests, pair_parser(settings.allow_absolute_paths),
+                                                   settings.row_caps if settings.limit is not None else None)
+    # Pairs whose analysis the cache holds skip the face models and the analysis (`cached`).
+    cache = settings.analysis_cache
+    loaded = stage(manifest["pairs"], "Load and validate pair", LoadPair(cache, analysis),
+                   (OK, REJECTED, EVENTS, CACHED))
+    located = stage(loaded[OK], "Face geometry", LocateFace(analysis, cache))
+    artifacts = stage(located[OK], "Artifact analysis", AnalyseArtifacts(analysis, cache))
+    concepts = stage(artifacts[OK], "Concepts and evidence", ConceptsAndEvidence(analysis, cache),
                      (OK, REJECTED, EVENTS))
+    analysed = (concepts[OK], loaded[CACHED]) | "Analysed pairs" >> beam.Flatten()
     # Batches spread over workers; a batch's pairs are described `--llm_concurrency` at a time.
-    batches = concepts[OK] | "Batch pairs" >> SpilledBatches(output.spill_dir, pair_id_of, settings.batches())
+    batches = analysed | "Batch pairs" >> SpilledBatches(output.spill_dir, pair_id_of, settings.batches())
     described = stage(batches, "Describe", Describe(settings.describer, settings.describer_llm),
                       (OK, REJECTED, EVENTS, PENDING))
     rated = stage(described[OK], "Rate", Rate(settings.rater if settings.rater != "none" else None,
@@ -78,12 +93,13 @@ def build(p: beam.Pipeline, settings: FifaSettings, output: FifaOutput, progress
     rejected = ((manifest["rejected"], loaded[REJECTED], located[REJECTED], artifacts[REJECTED],
                  concepts[REJECTED], described[REJECTED], rated[REJECTED], samples[REJECTED])
                 | "All rejected" >> beam.Flatten())
-    events = (manifest["events"], concepts[EVENTS], described[EVENTS], rated[EVENTS], samples[EVENTS])
+    events = (manifest["events"], loaded[EVENTS], concepts[EVENTS], described[EVENTS], rated[EVENTS],
+              samples[EVENTS])
     output.write(samples[OK], rejected, events, (described[PENDING], rated[PENDING]))
     if progress_dir:
         count_progress(progress_dir, "analysed", manifest["rejected"], loaded[REJECTED], located[REJECTED],
-                       artifacts[REJECTED], concepts[REJECTED], concepts[OK])
-        count_progress(progress_dir, "passed", concepts[OK])
+                       artifacts[REJECTED], concepts[REJECTED], analysed)
+        count_progress(progress_dir, "passed", analysed)
         count_progress(progress_dir, "finished", described[REJECTED], rated[REJECTED], samples[REJECTED])
         count_progress(progress_dir, "finished", described[EVENTS], rated[EVENTS], samples[EVENTS],
                        weight=_finishing, first=3)
@@ -107,8 +123,8 @@ def _finishing(event) -> int:
 
 def run(argv: list[str] | None = None, runner=None) -> FifaOutput:
     """Run the pipeline (Beam's options and ours from argv); `runner` overrides --runner."""
-    argv = bare_flags(expand_config(list(sys.argv[1:] if argv is None else argv), known_option_names(FifaOptions)))
-    options = FifaOptions(argv)  # parsed by FifaOptions' parser, so --help lists our options
+    argv = setup_pipeline(argv)  # first: quiet unless -v/--verbose, before the runner starts workers
+    options = FifaOptions.from_argv(list(sys.argv[1:] if argv is None else argv))
     settings = FifaSettings.from_options(options.view_as(FifaOptions))
     output = FifaOutput(settings)
     if settings.dry_run:
@@ -122,15 +138,16 @@ def run(argv: list[str] | None = None, runner=None) -> FifaOutput:
             return output
         settings = output.settings  # now knows which requests failed in their batch
     output.prepare()
-    progress_dir = output.progress_dir() if is_local(options, runner) else None
-    if progress_dir:
-        phases = [("fifa_annotate: analysing", "analysed", settings.expected_inputs),
-                  ("fifa_annotate: describing, rating, writing", "finished", "passed")]
-        with watch_counts(progress_dir, phases, "pair"):
-            run_pipeline(lambda p: build(p, settings, output, progress_dir), options, runner)
-    else:
-        run_pipeline(lambda p: build(p, settings, output), options, runner)
-    output.finalize()
+    with output.interruptible(settings.analysis_cache):
+        progress_dir = output.progress_dir() if is_local(options, runner) else None
+        if progress_dir:
+            phases = [("fifa_annotate: analysing", "analysed", settings.expected_inputs),
+                      ("fifa_annotate: describing, rating, writing", "finished", "passed")]
+            with watch_counts(progress_dir, phases, "pair"):
+                run_pipeline(lambda p: build(p, settings, output, progress_dir), options, runner)
+        else:
+            run_pipeline(lambda p: build(p, settings, output), options, runner)
+        output.finalize()
     print(output.summary())
     return output
 

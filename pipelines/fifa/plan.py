@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any
@@ -31,21 +32,40 @@ class PairPlan:
     backends: list[tuple[str, str]]  # (backend, model) of each request
 
 
-def analysed_sample(settings, limit: int, spread: int | None = None) -> tuple[list, int, int]:
-    """The first `limit` manifest pairs that pass stages 1-5, how many rows passed and how
-    many were tried.  With `spread`, `spread * limit` rows spaced evenly over the manifest
-    are all tried (so bad rows count as often as they occur: a pass rate); without, rows
-    are tried in order until `limit` pass (at most 25 per pair wanted)."""
-    from pipelines.fifa.analysis import PairAnalyzer
+def manifest_rows(settings) -> Iterator:
+    """The manifest rows the pipeline analyses, in order, parsed: every row (a bad one as
+    its rejected row) except those repeating an earlier row's `pair_id`, which the pipeline
+    rejects as `duplicate_pair_id` before any analysis (it keeps the first)."""
     from pipelines.fifa.pairs import read_manifest
+    from schemas.fifa import PairInput
+
+    seen: set[str] = set()
+    caps = settings.row_caps or (None,) * len(settings.manifests)  # --limit's share of each manifest
+    for manifest, cap in zip(settings.manifests, caps, strict=True):
+        for row in islice(read_manifest(manifest, settings.allow_absolute_paths), cap):
+            if isinstance(row, PairInput):
+                if row.pair_id in seen:
+                    continue
+                seen.add(row.pair_id)
+            yield row
+
+
+def analysed_sample(settings, limit: int, spread: int | None = None,
+                    rows_total: int | None = None) -> tuple[list, int, int]:
+    """The first `limit` manifest pairs that pass stages 1-5, how many rows passed and how
+    many were tried (rows of `manifest_rows`: a repeated pair_id is never tried).  With
+    `spread`, `spread * limit` rows spaced evenly over the `rows_total` rows (default: the
+    manifest's) are all tried (so bad rows count as often as they occur: a pass rate);
+    without, rows are tried in order until `limit` pass (at most 25 per pair wanted)."""
+    from pipelines.fifa.analysis import PairAnalyzer
     from pipelines.fifa.stages import analyse_pair
     from schemas.common import PairRejected
     from schemas.fifa import PairInput
 
     wanted = max(1, (spread or 25) * limit)
-    stride = max(1, math.ceil(settings.expected_inputs / wanted)) if spread else 1
-    rows = (row for manifest in settings.manifests
-            for row in read_manifest(manifest, settings.allow_absolute_paths))
+    total = settings.expected_inputs if rows_total is None else rows_total
+    stride = max(1, math.ceil(total / wanted)) if spread else 1
+    rows = manifest_rows(settings)
     found, passed, tried = [], 0, 0
     with PairAnalyzer(settings.analysis_config()) as analyzer:
         for row in islice(rows, 0, None, stride):
@@ -157,11 +177,14 @@ def _write(path: str, data: bytes) -> None:
 
 
 def estimate(settings, sample: int = 5, batch: bool = False) -> dict[str, Any]:
-    """Expected calls, tokens and cost of a run, from `sample` analysed pairs."""
+    """Expected calls, tokens and cost of a run, from `sample` analysed pairs.  Rows that
+    repeat an earlier row's pair_id are no pairs (the pipeline rejects them): the expected
+    pairs are the other rows times the sample's pass rate."""
     from pipelines.llm.prices import load_prices
 
-    pairs, passed, tried = analysed_sample(settings, sample, spread=4)
     rows = settings.expected_inputs
+    unique = sum(1 for _ in manifest_rows(settings))
+    pairs, passed, tried = analysed_sample(settings, sample, spread=4, rows_total=unique)
     pass_rate = passed / tried if tried else 0.0
     plans = recorded_plans(settings, pairs)
     prices = load_prices()
@@ -172,7 +195,7 @@ def estimate(settings, sample: int = 5, batch: bool = False) -> dict[str, Any]:
             entry["calls"] += 1
             entry["input_tokens"] += request.estimated_input_tokens(backend)
             entry["output_tokens"] += TYPICAL_OUTPUT_TOKENS.get(request.template.id.split("@")[0], 120)
-    expected_pairs = rows * pass_rate
+    expected_pairs = unique * pass_rate
     models = {}
     total_cost: float | None = 0.0
     for name, entry in per_model.items():
@@ -184,7 +207,8 @@ def estimate(settings, sample: int = 5, batch: bool = False) -> dict[str, Any]:
                         "cost_usd": None if cost is None else round(cost, 4),
                         "calls_per_pair": round(entry["calls"] / len(plans), 2)}
     return {
-        "input": settings.input_pattern, "rows": rows, "sampled_rows": tried, "passed_rows": passed,
+        "input": settings.input_pattern, "rows": rows, "duplicate_rows": rows - unique,
+        "sampled_rows": tried, "passed_rows": passed,
         "described_pairs": len(pairs),
         "analysis_pass_rate": round(pass_rate, 4), "expected_pairs": round(expected_pairs),
         "describer": settings.describer, "rater": settings.rater, "batch": batch,
@@ -199,9 +223,11 @@ def estimate(settings, sample: int = 5, batch: bool = False) -> dict[str, Any]:
 
 
 def estimate_text(result: dict[str, Any]) -> str:
-    lines = [f"{result['rows']} manifest rows; {result['passed_rows']} of {result['sampled_rows']} sampled rows "
-             f"passed the analysis -> about {result['expected_pairs']} pairs to describe "
-             f"(prompts rendered for {result['described_pairs']})"]
+    repeated = (f" ({result['duplicate_rows']} repeat an earlier row's pair_id: rejected, not counted)"
+                if result["duplicate_rows"] else "")
+    lines = [(f"{result['rows']} manifest rows{repeated}; {result['passed_rows']} of {result['sampled_rows']} "
+              f"sampled rows passed the analysis -> about {result['expected_pairs']} pairs to describe "
+              f"(prompts rendered for {result['described_pairs']})")]
     for name, m in result["models"].items():
         cost = "unknown price" if m["cost_usd"] is None else _dollars(m["cost_usd"])
         lines.append(f"  {name}: {m['calls']:,} calls ({m['calls_per_pair']} per pair), "

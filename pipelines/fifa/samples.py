@@ -62,6 +62,13 @@ def split_of(pair: PairInput, test_fraction: float) -> str:
     return "test" if stable_hash("split", key) / 2**64 < test_fraction else "train"
 
 
+def judged_answer(task: str, negative: bool) -> bool:
+    """Whether a sample's answer renders the describer's texts that the rate stage judged:
+    the positive `toe` and `age` samples.  Only these carry the pair's rating; `det`,
+    `cls`, `loc` (a mask) and the honest negatives answer in fixed phrasings of ours."""
+    return task.endswith(("_toe", "_age")) and not negative
+
+
 def sample_id(pair_id: str, task: str, variant: str) -> str:
     return hashlib.sha256(f"fifa\x1f{pair_id}\x1f{task}\x1f{variant}".encode()).hexdigest()[:20]
 
@@ -134,8 +141,9 @@ class SampleMaker:
 
     def make(self, item: AnalyzedPair, description: PairDescription,
              check: TextCheck | None = None) -> list[FifaSample]:
-        """The pair's samples; `check` (the rate stage's finding) adds the rating and the
-        per-answer hallucinated concepts."""
+        """The pair's samples; `check` (the rate stage's finding) adds the rating to the
+        samples whose answers are the judged texts (`judged_answer`), and to each answer
+        that explains, the concepts it names without an artifact."""
         pair, cfg = item.pair, self.config
         split = split_of(pair, cfg.test_fraction)
         masks = _Masks(self.tree, item)
@@ -163,7 +171,8 @@ class SampleMaker:
                 region_masks=[masks.region_rle(c) for c in concepts],
                 concepts=list(concepts), bbox=bbox,
                 crop_transform=item.analysis.crop_transform,
-                rating=check.rating, hallucinated_concepts=named,
+                rating=check.rating if judged_answer(task, negative) else None,
+                hallucinated_concepts=named,
                 provenance=self._provenance(pair, description, task, check),
             ))
 

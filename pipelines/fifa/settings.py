@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from fict.coverage import ConceptConfig
 from pipelines.common.llm_options import LlmFlags
+from pipelines.common.run_options import RunFlags
 from pipelines.fifa.analysis import AnalysisConfig
 from pipelines.fifa.artifacts import MaskConfig
 from pipelines.fifa.options import FifaFlags
@@ -16,7 +17,7 @@ from pipelines.llm.config import LlmConfig
 from pipelines.vision.faces import FaceGeometryConfig
 
 # The options' defaults, declared once in the flags' dataclasses.
-_FIFA, _LLM = FifaFlags(), LlmFlags()
+_FIFA, _LLM, _RUN = FifaFlags(), LlmFlags(), RunFlags()
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ class FifaSettings:
     llm_batch: str | None = _LLM.llm_batch  # submit | collect
     dry_run: bool = False  # Beam's --dry_run
     dry_run_pairs: int = _LLM.dry_run_pairs
+    limit: int | None = _RUN.limit
+    overwrite: bool = _RUN.overwrite
+    analysis_cache: str | None = _RUN.analysis_cache  # resolved by from_options: never None there
+    row_caps: tuple[int, ...] = ()  # rows taken from each manifest (all of them without --limit)
+    inputs_fingerprint: str = ""  # the manifests' names and contents (a run's identity)
 
     @classmethod
     def from_options(cls, options) -> FifaSettings:
@@ -65,12 +71,18 @@ class FifaSettings:
             manifests = tuple(match_manifests(pattern))
         except (FileNotFoundError, ValueError) as exc:
             raise SystemExit(f"--input: {exc}") from None
-        # The FiFa options the settings hold under the same name are copied as parsed.
+        if options.limit is not None and options.limit < 1:
+            raise SystemExit("--limit must be at least 1")
+        # The FiFa and run options the settings hold under the same name are copied as parsed.
         own = {f.name for f in fields(cls)}
-        copied = {f.name: getattr(options, f.name) for f in fields(FifaFlags) if f.name in own}
+        copied = {f.name: getattr(options, f.name) for spec in (FifaFlags, RunFlags) for f in fields(spec)
+                  if f.name in own}
+        copied["analysis_cache"] = options.analysis_cache or default_cache(options.output, "analysis_cache")
+        caps = row_caps(_count_rows(manifests), options.limit)
         settings = cls(
             manifests=manifests, describer=options.describer, input_pattern=pattern,
-            expected_inputs=_count_rows(manifests), **copied, **llm_settings(options),
+            expected_inputs=sum(caps), row_caps=caps, inputs_fingerprint=fingerprint(manifests),
+            **copied, **llm_settings(options),
         )
         try:
             settings.analysis_config()
@@ -93,7 +105,8 @@ class FifaSettings:
         """The settings that change what the samples hold (not where they go)."""
         shaping = asdict(self)
         for key in ("manifests", "output", "max_rows_per_shard", "allow_absolute_paths", "input_pattern",
-                    "expected_inputs", "describer_llm", "rater_llm", "llm_batch", "dry_run", "dry_run_pairs"):
+                    "expected_inputs", "describer_llm", "rater_llm", "llm_batch", "dry_run", "dry_run_pairs",
+                    "limit", "overwrite", "analysis_cache", "row_caps", "inputs_fingerprint"):
             shaping.pop(key)
         # Of the LLM options only the models shape the texts; limits, cache and endpoint do not.
         shaping["describer_model"] = self.describer_llm.model if self.describer_llm else None
@@ -121,28 +134,67 @@ class FifaSettings:
     def options_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.shaping(), sort_keys=True).encode()).hexdigest()[:12]
 
+    def options(self) -> dict:
+        """The options the run report records: those that shape the samples and those that
+        place them."""
+        return {**self.shaping(), "max_rows_per_shard": self.max_rows_per_shard,
+                "allow_absolute_paths": self.allow_absolute_paths}
 
-def _count_rows(manifests: tuple[str, ...]) -> int:
-    """Rows of all manifests; a manifest that cannot be read at all stops the run here,
+    def identity(self) -> dict:
+        """What makes two runs the same run: the manifests (names and contents), how many
+        rows of them, and the options.  A finished dataset of another identity is only
+        replaced with --overwrite."""
+        return {"inputs": self.inputs_fingerprint, "limit": self.limit, "options": self.options()}
+
+
+def _count_rows(manifests: tuple[str, ...]) -> list[int]:
+    """Rows of each manifest; a manifest that cannot be read at all stops the run here,
     with its name, before any work starts."""
     from pipelines.common.manifest import count_rows
 
-    total = 0
+    counts = []
     for manifest in manifests:
         try:
-            total += count_rows(manifest)
+            counts.append(count_rows(manifest))
         except Exception as exc:  # noqa: BLE001 - any reader error means an unusable file
             raise SystemExit(f"--input: cannot read {manifest}: {type(exc).__name__}: {exc}") from None
-    return total
+    return counts
 
 
-def default_cache(output: str) -> str:
-    """`llm_cache` beside the output folder, so every run into that parent shares it."""
+def row_caps(counts: list[int], limit: int | None) -> tuple[int, ...]:
+    """Rows taken from each manifest: all, or the first `limit` rows over the manifests in order."""
+    if limit is None:
+        return tuple(counts)
+    caps, left = [], limit
+    for n in counts:
+        caps.append(min(n, left))
+        left -= caps[-1]
+    return tuple(caps)
+
+
+def fingerprint(manifests: tuple[str, ...]) -> str:
+    """A hash of the manifests' names (as samples record them) and contents."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.common.manifest import manifest_name
+
+    digest = hashlib.sha256()
+    for manifest in manifests:
+        digest.update(manifest_name(manifest).encode() + b"\0")
+        with FileSystems.open(manifest) as f:  # compressed manifests hash by their content
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def default_cache(output: str, name: str = "llm_cache") -> str:
+    """A cache folder beside the output folder, so every run into that parent shares it."""
     from apache_beam.io.filesystems import FileSystems
 
     trimmed = output.rstrip("/")
     parent = FileSystems.split(trimmed)[0] if ("/" in trimmed) else ""
-    return FileSystems.join(parent, "llm_cache") if parent else "llm_cache"
+    return FileSystems.join(parent, name) if parent else name
 
 
 def llm_settings(options) -> dict:

@@ -6,14 +6,18 @@ made of it so far, and seconds spent per sub-step.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import pickle
 import threading
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from pipelines.common.beam_tags import OK, REJECTED, event
+from pipelines.common.beam_tags import CACHED, OK, REJECTED, event
 from pipelines.common.stages import NAMESPACE, LlmStage, StageFn, llm_errors_as_rejections
 from schemas.common import PairRejected, RejectReason, Stage
 from schemas.fifa import PairInput
@@ -30,6 +34,74 @@ class InFlight:
     fake: np.ndarray | None = None
     located: Any = None  # pipelines.fifa.analysis.LocatedPair
     artifacts: Any = None  # pipelines.fifa.artifacts.ArtifactMask
+    cache_key: str | None = None  # the pair's entry in the analysis cache
+
+
+# Bump when the analysis (stages 2-5) changes what it makes of the same pixels: the
+# entries of the analysis cache made by older code are then never read.
+ANALYSIS_CACHE_VERSION = 1
+
+
+class AnalysisCache:
+    """Finished analyses (stages 2-5) by content: the two images' pixels, the analysis
+    settings and the code's version.  An entry holds what the analysis handed on (the
+    `AnalyzedPair` without its manifest row) or the stage, reason and detail of its
+    refusal, so a re-run or a resumed run repeats neither the face models nor the
+    analysis of a pair it already finished."""
+
+    def __init__(self, root: str, config) -> None:
+        import dataclasses
+
+        from pipelines.store import ContentStore
+        from schemas.version import facext_version
+
+        self.store = ContentStore(root, ".pkl")
+        settings = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+        self.salt = f"{ANALYSIS_CACHE_VERSION}\x1f{facext_version()}\x1f{settings}".encode()
+
+    def key(self, real: np.ndarray, fake: np.ndarray) -> str:
+        digest = hashlib.sha256(self.salt)
+        for image in (real, fake):
+            digest.update(f"\x1f{image.shape}\x1f".encode())
+            digest.update(np.ascontiguousarray(image).data)
+        return digest.hexdigest()
+
+    def get(self, key: str) -> dict | None:
+        data = self.store.get(key)
+        try:
+            entry = pickle.loads(data) if data is not None else None
+            if entry is not None and "analysed" in entry:
+                entry["analysed"] = {k: _unpack(v) for k, v in entry["analysed"].items()}
+            return entry
+        except Exception:  # noqa: BLE001 - a corrupt entry is a miss, replaced by the next put
+            return None
+
+    def put(self, key: str, entry: dict) -> None:
+        if "analysed" in entry:
+            entry = {"analysed": {k: _pack(v) for k, v in entry["analysed"].items()}}
+        self.store.put(key, pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+# The label map and the artifact mask are most of an entry's bytes when stored raw (1.3 MB
+# for a 512 px pair): the mask as bits and the label map through zlib level 1 take an entry
+# to 0.8 MB (the crops, already PNG, are the rest) for about a millisecond.
+def _pack(value):
+    if isinstance(value, np.ndarray) and value.dtype == bool:
+        return ("bits", value.shape, np.packbits(value).tobytes())
+    if isinstance(value, np.ndarray):
+        return ("zlib", value.shape, value.dtype.str, zlib.compress(value.tobytes(), 1))
+    return value
+
+
+def _unpack(value):
+    if isinstance(value, tuple) and value and value[0] == "bits":
+        _, shape, data = value
+        count = int(np.prod(shape))
+        return np.unpackbits(np.frombuffer(data, np.uint8), count=count).astype(bool).reshape(shape)
+    if isinstance(value, tuple) and value and value[0] == "zlib":
+        _, shape, dtype, data = value
+        return np.frombuffer(zlib.decompress(data), dtype=np.dtype(dtype)).reshape(shape).copy()
+    return value
 
 
 _per_thread = threading.local()
@@ -47,28 +119,63 @@ def shared_analyzer(config):
 
 
 class AnalyzerStage(StageFn):
-    """A stage that runs the analysis library (face models loaded on first use)."""
+    """A stage that runs the analysis library (face models loaded on first use); with an
+    analysis cache, its refusals are stored, so a re-run refuses the pair without the models."""
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, cache_root: str | None = None) -> None:
         super().__init__()
-        self.config = config
-        self.analyzer = None
+        self.config, self.cache_root = config, cache_root
+        self.analyzer = self.cache = None
 
     def setup(self) -> None:
         self.analyzer = shared_analyzer(self.config)
+        if self.cache_root:
+            self.cache = AnalysisCache(self.cache_root, self.config)
+
+    def attempt(self, element) -> tuple[str, list]:
+        outcome, outputs = super().attempt(element)
+        # A refusal is a property of the pixels (no face, not localised...); a failure
+        # (internal_error) is not stored: the next run tries again.
+        if outcome == "refused" and self.cache is not None and element.cache_key is not None:
+            row = next(value for tag, value in outputs if tag == REJECTED)
+            self.cache.put(element.cache_key, {"refused": (row.stage, row.reason, row.detail)})
+        return outcome, outputs
 
 
 class LoadPair(StageFn):
-    """Stage 1: decode both images, normalise channels, check they match in size."""
+    """Stage 1: decode both images, normalise channels, check they match in size.
+
+    With an analysis cache, a pair whose analysis is stored leaves here as what stage 5
+    made of it (tag `cached`), or as its stored refusal."""
 
     stage = Stage.READ
 
-    def step(self, element: PairInput) -> InFlight:
+    def __init__(self, cache_root: str | None = None, config=None) -> None:
+        super().__init__()
+        self.cache_root, self.config = cache_root, config
+        self.cache = None
+
+    def setup(self) -> None:
+        if self.cache_root:
+            self.cache = AnalysisCache(self.cache_root, self.config)
+
+    def step(self, element: PairInput):
         from pipelines.fifa.analysis import read_pair
 
         item = InFlight(element)
         item.real, item.fake = read_pair(element.real, element.fake, item.timings)
-        return item
+        if self.cache is None:
+            return item
+        item.cache_key = self.cache.key(item.real, item.fake)
+        entry = self.cache.get(item.cache_key)
+        if entry is None:
+            return [item, event(("analysis_cache", "misses"))]
+        if "refused" in entry:
+            stage, reason, detail = entry["refused"]
+            return [(REJECTED, element.rejected(stage, reason, detail)), event(("analysis_cache", "hits"))]
+        from pipelines.fifa.samples import AnalyzedPair
+
+        return [(CACHED, AnalyzedPair(pair=element, **entry["analysed"])), event(("analysis_cache", "hits"))]
 
     def pair_of(self, element: PairInput) -> PairInput:
         return element
@@ -102,6 +209,9 @@ class ConceptsAndEvidence(AnalyzerStage):
 
     def step(self, item: InFlight):
         analysed = analysed_pair(item.pair, self.analyzer.concepts(item.located, item.artifacts, item.timings))
+        if self.cache is not None and item.cache_key is not None:
+            kept = {f.name: getattr(analysed, f.name) for f in fields(analysed) if f.name != "pair"}
+            self.cache.put(item.cache_key, {"analysed": kept})
         for stage, seconds in item.timings.items():
             yield event(("seconds", stage), seconds)
         yield analysed

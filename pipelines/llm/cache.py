@@ -7,40 +7,34 @@ stored answer and pays nothing.  Every raw answer is stored, valid or not (valid
 runs again on read, and an invalid answer's retry is a request of its own), so a re-run
 makes no call at all.  Failures (timeouts, 5xx) are not stored: a re-run tries again.
 
-Many workers may share one cache: entries are immutable and written whole (a local file
-is written to a temporary name and renamed; object stores publish a file on close), so a
-reader sees a complete entry or none, and two writers of one key write the same bytes.
+Many workers may share one cache: entries are immutable and written whole
+(`pipelines.store.ContentStore`), so a reader sees a complete entry or none.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-
-from apache_beam.io.filesystems import FileSystems
 
 from pipelines.llm.backends import RawAnswer
+from pipelines.store import ContentStore
 from schemas.common import TemplateRef
 from schemas.llm import Usage
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
-
 class LlmCache:
     def __init__(self, root: str):
-        self.root = root.rstrip("/")
+        self.store = ContentStore(root, ".json")
+        self.root = self.store.root
 
     def path(self, key: str) -> str:
-        return FileSystems.join(self.root, key[:2], f"{key}.json")
+        return self.store.path(key)
 
     def get(self, key: str) -> RawAnswer | None:
-        path = self.path(key)
+        data = self.store.get(key)
+        if data is None:
+            return None
         try:
-            with FileSystems.open(path) as f:
-                entry = json.loads(f.read().decode("utf-8"))
+            entry = json.loads(data.decode("utf-8"))
             if entry.get("key") != key:
                 return None
             return RawAnswer(text=str(entry["text"]), usage=Usage(**entry.get("usage", {})))
@@ -51,20 +45,8 @@ class LlmCache:
         entry = {"key": key, "backend": backend, "model": model,
                  "template": template.model_dump() if template else None,
                  "text": answer.text, "usage": answer.usage.model_dump()}
-        data = (json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
-        path = self.path(key)
-        if _is_local(path):
-            folder = os.path.dirname(path)
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        else:
-            with FileSystems.create(path) as f:
-                f.write(data)
+        self.store.put(key, (json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
 
     def __len__(self) -> int:
         """Entries stored (walks the folder; for tests and reports)."""
-        pattern = FileSystems.join(self.root, "*", "*.json")
-        return sum(len(m.metadata_list) for m in FileSystems.match([pattern]))
+        return len(self.store)

@@ -8,7 +8,6 @@ crop-space mask can be mapped back.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,11 +15,8 @@ import cv2
 import numpy as np
 
 from fict.canonical import canonical_crop_points
+from pipelines.vision.native_stderr import quiet_native_stderr
 from schemas.common import PairRejected, RejectReason
-
-# mediapipe's C++ side logs every graph start; keep workers' logs readable.
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 N_MESH = 478  # 468 surface points + 10 iris points (refine_landmarks=True)
 N_SURFACE = 468
@@ -128,15 +124,22 @@ class FaceAnalyzer:
         import mediapipe as mp  # heavy import, only where faces are analysed
 
         solutions = mp.solutions
-        # Full-range detector: faces from close-ups to small faces in group photos.
-        self._detector = solutions.face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=self.config.detection_confidence
-        )
-        self._mesh = solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-            min_detection_confidence=0.3,
-        )
-        self._segmenter = solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        # mediapipe's absl and TFLite log every graph start straight to stderr (GLOG_minloglevel
+        # does not reach them), on the graphs' own threads as they open their models.
+        with quiet_native_stderr():
+            # Full-range detector: faces from close-ups to small faces in group photos.
+            self._detector = solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=self.config.detection_confidence
+            )
+            self._mesh = solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                min_detection_confidence=0.3,
+            )
+            self._segmenter = solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+            # One blank image through each graph waits until its models are open (and logged).
+            blank = np.zeros((64, 64, 3), np.uint8)
+            for graph in (self._detector, self._mesh, self._segmenter):
+                graph.process(blank)
 
     def close(self) -> None:
         for graph in (self._detector, self._mesh, self._segmenter):
@@ -153,7 +156,8 @@ class FaceAnalyzer:
     def detect(self, image: np.ndarray) -> list[Detection]:
         """All faces the detector sees, best first (uint8 RGB in)."""
         h, w = image.shape[:2]
-        result = self._detector.process(image)
+        with quiet_native_stderr():
+            result = self._detector.process(image)
         found = []
         for det in result.detections or []:
             box = det.location_data.relative_bounding_box
@@ -197,7 +201,8 @@ class FaceAnalyzer:
         to_crop = np.array([[scale, 0, n / 2 - scale * cx], [0, scale, n / 2 - scale * cy]])
         crop = cv2.warpAffine(image, to_crop, (n, n), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
-        result = self._mesh.process(crop)
+        with quiet_native_stderr():  # the first face mesh logs a landmark-projection warning
+            result = self._mesh.process(crop)
         if not result.multi_face_landmarks:
             raise FaceRejected(RejectReason.MESH_FAILED, "face mesh found no face in the face crop")
         pts = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark],
@@ -214,7 +219,8 @@ class FaceAnalyzer:
 
     def segment(self, crop: np.ndarray) -> np.ndarray:
         """Person probability (float32, 0..1) for an RGB crop."""
-        mask = self._segmenter.process(crop).segmentation_mask
+        with quiet_native_stderr():
+            mask = self._segmenter.process(crop).segmentation_mask
         return np.asarray(mask, np.float32)
 
     def geometry(self, image: np.ndarray) -> FaceGeometry:

@@ -8,11 +8,13 @@ rejected with a typed reason.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from pipelines.vision.native_stderr import quiet_native_stderr
 from schemas.common import PairRejected, RejectReason
 
 
@@ -56,7 +58,8 @@ def decode_image(data: bytes) -> np.ndarray:
     if not data:
         raise ImageRejected(RejectReason.DECODE_ERROR, "empty file")
     buf = np.frombuffer(data, np.uint8)
-    decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    with quiet_native_stderr():  # libpng and OpenCV print what the rejected row's detail says
+        decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if decoded is not None:
         return to_rgb8(decoded, channel_order="BGR")
     # OpenCV lacks some formats (GIF, some TIFF/WebP variants); Pillow may know them.
@@ -71,7 +74,20 @@ def decode_image(data: bytes) -> np.ndarray:
     except ImageRejected:
         raise
     except Exception as exc:  # Pillow raises many types for corrupt data
-        raise ImageRejected(RejectReason.DECODE_ERROR, f"cannot decode image: {exc}") from exc
+        raise ImageRejected(RejectReason.DECODE_ERROR, f"cannot decode image: {_decode_failure(exc)}") from exc
+
+
+def _decode_failure(exc: Exception) -> str:
+    """Pillow's message without what differs between runs: it names the file object by
+    its memory address ("cannot identify image file <_io.BytesIO object at 0x7f...>")."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return "not a known image format"
+    return _OBJECT_ADDRESS.sub(">", str(exc)) or type(exc).__name__
+
+
+_OBJECT_ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-fA-F]+>")
 
 
 def read_bytes(path: str | Path) -> bytes:
@@ -88,13 +104,16 @@ def read_bytes(path: str | Path) -> bytes:
 
 
 def read_image(path: str | Path) -> np.ndarray:
+    """uint8 RGB; raises ImageRejected whose detail names the file by its name only (the
+    rejected table is the same wherever the data lies; its `real`/`fake` say where)."""
     name = str(path).rstrip("/").rsplit("/", 1)[-1]
     try:
         data = read_bytes(path)
     except FileNotFoundError as exc:
-        raise ImageRejected(RejectReason.MISSING_FILE, f"{path} does not exist") from exc
-    except OSError as exc:
-        raise ImageRejected(RejectReason.DECODE_ERROR, f"cannot read {path}: {exc}") from exc
+        raise ImageRejected(RejectReason.MISSING_FILE, f"{name} does not exist") from exc
+    except OSError as exc:  # strerror ("Is a directory"), else the message with the name for the path
+        reason = exc.strerror or str(exc).replace(str(path), name)
+        raise ImageRejected(RejectReason.DECODE_ERROR, f"cannot read {name}: {reason}") from exc
     try:
         return decode_image(data)
     except ImageRejected as exc:

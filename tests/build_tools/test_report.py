@@ -77,6 +77,47 @@ def test_cards_cover_every_task_and_the_rejected_table_every_reject(page, small_
         assert table.count(f"<b>{reason}</b>") == n
 
 
+def test_only_cards_with_masks_say_they_show_masks(page):
+    path, _ = page
+    cards = re.findall(r'<section class="card" id="s-[^"]+" data-task="([^"]+)">(.*?)</section>',
+                       path.read_text(), re.DOTALL)
+    claims = {task: "[SEG] masks</figcaption>" in card for task, card in cards}
+    assert claims["i_loc"] and claims["i_age"]  # an artifact mask, grounded phrases' masks
+    assert not claims["det"] and not claims["cls"]  # no mask at all
+    assert all("<figcaption>" in card for _, card in cards)
+
+
+def test_rejected_inputs_are_found_from_the_manifest(page, small_run):
+    """The rejected table names images as the manifest wrote them; the page finds them."""
+    path, _ = page
+    table = path.read_text().split("Rejected inputs</h2>", 1)[1]
+    row = re.search(r"<tr><td>[^<]*no_face[^<]*</td>.*?</tr>", table, re.DOTALL).group(0)
+    assert row.count('<img class="thumb"') == 2
+
+
+def test_count_plots_have_whole_number_ticks(small_run, tree):
+    """A small run's counts (a reject reason seen once) must not get 0.25 ticks."""
+    from build_tools.report_html import _plots
+
+    output, _ = small_run
+    report = json.loads((output / "run_report.json").read_text())
+    ticks: dict[str, list[float]] = {}
+
+    class Figures:
+        def figure(self, fig, name: str) -> str:
+            fig.canvas.draw()
+            for i, ax in enumerate(fig.axes):
+                for axis in (ax.xaxis, ax.yaxis):
+                    low, high = sorted(axis.get_view_interval())
+                    ticks[f"{name}/{i}/{axis.axis_name}"] = [t for t in axis.get_majorticklocs()
+                                                            if low <= t <= high]
+            return name
+
+    assert {name for name, _ in _plots(report, tree, Figures())} >= {"samples per task and split", "reject reasons"}
+    fractional = {k: v for k, v in ticks.items() if any(t != round(t) for t in v)}
+    assert fractional == {}
+
+
 def test_reanalysis_reproduces_the_shards_artifact_masks(page):
     """The label map comes from analysing the inputs again; that analysis must give the
     very mask the shards hold, or the page would show another pair than the data."""

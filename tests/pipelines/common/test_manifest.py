@@ -164,18 +164,33 @@ def test_escaping_paths_allowed_with_allow_absolute(tmp_path, ref):
         assert out.real == ref  # absolute paths and URLs pass through unchanged
 
 
-@pytest.mark.parametrize("row, missing", [
-    ({"fake": "f.png"}, "real"),
-    ({"real": "r.png"}, "fake"),
-    ({"real": "", "fake": "f.png"}, "real"),
-    ({"method": "x"}, "real and fake"),
-    ({"real": 3, "fake": "f.png"}, "real"),
+def test_a_rejected_pair_names_its_images_as_the_manifest_wrote_them(tmp_path):
+    """The pair reads resolved paths; its rejected row keeps the manifest's own references,
+    so the rejected table does not depend on where the data was copied."""
+    rows = {}
+    for folder in ("a", "b"):
+        pair = parse_row(str(tmp_path / folder / "m.jsonl"), 0, {"real": "pairs/r.png", "fake": "f.png"}, False)
+        assert pair.real == str(tmp_path / folder / "pairs" / "r.png")
+        rows[folder] = pair.rejected("read", "missing_file", "real r.png does not exist")
+    assert rows["a"] == rows["b"]
+    assert (rows["a"].real, rows["a"].fake, rows["a"].manifest) == ("pairs/r.png", "f.png", "m.jsonl")
+
+
+@pytest.mark.parametrize("row, detail", [
+    ({"fake": "f.png"}, "missing real (the row has columns: fake)"),
+    ({"real": "r.png"}, "missing fake (the row has columns: real)"),
+    ({"real": "", "fake": "f.png"}, "missing real (the row has columns: fake)"),
+    ({"method": "x"}, "missing real and fake (the row has columns: method)"),
+    ({}, "missing real and fake (the row has columns: none)"),
+    ({"real": 3, "fake": "f.png"}, "real is not a path: 3"),
+    # a misspelt header is plain to see in the message
+    ({"pair_id": "p", "rael": "r.png", "fake": "f.png"}, "missing real (the row has columns: fake, pair_id, rael)"),
 ])
-def test_missing_real_or_fake_is_bad_row(tmp_path, row, missing):
+def test_missing_real_or_fake_is_bad_row(tmp_path, row, detail):
     out = parse_row(str(tmp_path / "m.jsonl"), 2, row, allow_absolute=False)
     assert isinstance(out, RejectedRow)
     assert out.reason == "bad_manifest_row"
-    assert out.detail == f"missing {missing}"
+    assert out.detail == detail
     assert out.row == 2
 
 

@@ -28,6 +28,27 @@ def test_line_says_done_total_rate_and_time_left():
     assert "left ~0:30" in line  # 150 files at 5 per second
 
 
+def test_no_rate_until_enough_time_has_passed():
+    """A count read a moment after the line started says nothing about the rate (it once
+    read "705119 pair/s"): no rate, no time left, until `min_rate_s` have passed."""
+    progress = Progress(100, "work", "pair", stream=io.StringIO(), enabled=True)
+    progress.set(40)
+    line = progress.line()
+    assert line.startswith("work: 40/100 pairs (40%)") and "/s" not in line and "left" not in line
+    progress.started -= 4.0
+    assert "10.00 pair/s" in progress.line() and "left ~0:06" in progress.line()
+
+
+def test_counts_done_before_the_line_started_are_not_in_the_rate():
+    """A phase watched from the middle of a run starts with what workers already did."""
+    progress = Progress(100, "writing", "pair", stream=io.StringIO(), enabled=True, done=60)
+    progress.started -= 10.0
+    progress.set(70)  # 10 pairs in 10 s, not 70
+    rate = float(re.search(r"([\d.]+) pair/s", progress.line()).group(1))
+    assert 0.9 <= rate <= 1.0
+    assert "left ~0:3" in progress.line()  # 30 pairs at about one a second
+
+
 def test_a_log_gets_a_line_per_interval_not_per_item():
     log = io.StringIO()
     with Progress(10_000, "work", stream=log, log_interval=3600, enabled=True) as progress:

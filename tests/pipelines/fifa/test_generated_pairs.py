@@ -121,7 +121,7 @@ def test_analyze_cli_writes_the_pair_folder(sample, tmp_path, tree):
 def test_rejected_pair_cli_record(sample, tmp_path):
     out, rows = sample
     row = next(r for r in rows if r.get("expected_reject") == "size_mismatch")
-    assert main(["analyze", str(out / row["real"]), str(out / row["fake"]), "--out", str(tmp_path)]) == 0
+    assert main(["analyze", str(out / row["real"]), str(out / row["fake"]), "--out", str(tmp_path)]) == 3  # 3: rejected
     record = json.loads((tmp_path / "analysis.json").read_text())
     assert record["status"] == "rejected" and record["reason"] == "size_mismatch"
     assert not (tmp_path / "artifact_mask.png").exists()

@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.common.llm_options import DESCRIBERS, LlmFlags
 from pipelines.common.options import OptionRow, add_arguments, option, option_table, show_default
+from pipelines.common.run_options import RunFlags
 from pipelines.fifa.options import FifaFlags
 from pipelines.fifa_annotate import FifaOptions
 from tests import REPO
@@ -25,7 +26,7 @@ README = (REPO / "README.md").read_text()
 FIFA_HEADER = "| option | default | meaning |"
 LLM_HEADER = "| LLM option | default | meaning |"
 BACKEND_HEADER = "| `--describer` / `--rater` | what | key (environment only) |"
-DECLARED = {row.flag: row for row in (*option_table(FifaFlags), *option_table(LlmFlags))}
+DECLARED = {row.flag: row for row in (*option_table(FifaFlags), *option_table(RunFlags), *option_table(LlmFlags))}
 
 
 def table(text: str, header: str) -> list[list[str]]:
@@ -104,7 +105,7 @@ def test_every_row_states_the_declared_default(header):
 
 def test_every_fifa_option_has_a_row():
     documented = set(stated_defaults(README, FIFA_HEADER))
-    missing = [row.flag for row in option_table(FifaFlags) if row.flag not in documented]
+    missing = [row.flag for spec in (FifaFlags, RunFlags) for row in option_table(spec) if row.flag not in documented]
     assert missing == []
 
 

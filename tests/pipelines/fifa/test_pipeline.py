@@ -7,7 +7,10 @@ truth, honest negatives, a valid output, and byte-identical re-runs.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -132,7 +135,7 @@ def test_every_input_is_written_or_rejected_with_its_reason(manifest_rows, sampl
     # Stage table: each stage's output is the next stage's input.
     stages = report["stages"]
     assert stages[0]["in"] == n_inputs and stages[-1]["out"] == len(written)
-    assert all(a["out"] == b["in"] for a, b in zip(stages, stages[1:], strict=False))
+    assert all(a["out"] == b["in"] for a, b in itertools.pairwise(stages))
 
 
 def test_all_eleven_tasks_with_consistent_masks(samples, report):
@@ -201,13 +204,17 @@ def test_splits_are_identity_disjoint_and_shards_bounded(samples, output, datase
     assert ids["train"] and ids["test"] and not ids["train"] & ids["test"]
     import pyarrow as pa
 
-    files = sorted(output.glob("*/data-*.arrow"))
-    sizes = []
-    for path in files:
-        with pa.memory_map(str(path)) as src:
-            sizes.append(pa.ipc.open_stream(src).read_all().num_rows)
-    assert max(sizes) <= 60 and sum(sizes) >= len(samples)
-    assert len(files) >= 4  # more rows than one shard may hold
+    sizes = {}
+    for folder in ("train", "test", "rejected"):
+        sizes[folder] = []
+        for path in sorted((output / folder).glob("data-*.arrow")):
+            with pa.memory_map(str(path)) as src:
+                sizes[folder].append(pa.ipc.open_stream(src).read_all().num_rows)
+    assert sum(sizes["train"]) + sum(sizes["test"]) == len(samples)
+    for folder, found in sizes.items():  # as few files as --max_rows_per_shard 60 allows, near-equal
+        assert len(found) == max(1, math.ceil(sum(found) / 60)), (folder, found)
+        assert max(found) <= 60 and max(found) - min(found) <= 1, (folder, found)
+    assert len(sizes["train"]) + len(sizes["test"]) >= 4  # more rows than one shard may hold
 
 
 def test_validate_passes_and_catches_a_broken_report(output, tmp_path):
@@ -239,10 +246,132 @@ def test_rerun_is_byte_identical(manifest, output, tmp_path):
     assert [k for k in first if first[k] != second[k]] == []
 
 
-def test_output_folder_of_something_else_is_refused(manifest, tmp_path):
+def test_output_folder_of_something_else_is_refused(manifest, tmp_path, capsys):
     foreign = tmp_path / "data"
     (foreign / "train").mkdir(parents=True)
     (foreign / "train" / "keep.txt").write_text("not ours")
-    with pytest.raises(SystemExit, match="choose an empty or new folder"):
+    with pytest.raises(SystemExit) as exit_:
         run_pipeline(manifest, foreign)
+    assert exit_.value.code == 2
+    assert "choose an empty or new folder" in capsys.readouterr().err
     assert (foreign / "train" / "keep.txt").read_text() == "not ours"
+
+
+def test_ratings_sit_only_on_the_rated_answers(samples, report):
+    """The rate stage judges the describer's texts; only the samples whose answers render
+    them (positive toe and age) carry its rating.  A real image's det sample, cls, loc
+    (a mask) and the honest negatives claim no concept check they never had."""
+    from pipelines.fifa.samples import judged_answer
+
+    assert report["options"]["rater"] == "evidence"
+    rated = {s["task"] for s in samples if s["rating"] is not None}
+    assert rated == {"i_toe", "i_age", "r_toe", "r_age", "b_toe", "b_age"}
+    for s in samples:
+        assert (s["rating"] is not None) == judged_answer(s["task"], s["negative"]), (s["task"], s["negative"])
+        if not judged_answer(s["task"], s["negative"]):
+            assert s["hallucinated_concepts"] == []
+    real_det = [s for s in samples if s["task"] == "det" and not s["is_fake"]]
+    assert real_det and all(s["rating"] is None for s in real_det)
+
+
+def test_validate_refuses_a_rating_on_an_unrated_answer(output, tmp_path):
+    import datasets
+
+    from build_tools.validate import validate
+
+    broken = tmp_path / "broken"
+    shutil.copytree(output, broken)
+    train = datasets.load_from_disk(str(output / "train"))
+    pair_rating = next(r for r in train["rating"] if r)
+    moved = train.map(lambda task, rating: {"rating": pair_rating if task == "det" else rating},
+                      input_columns=["task", "rating"])
+    shutil.rmtree(broken / "train")
+    moved.save_to_disk(str(broken / "train"), num_shards=len(list((output / "train").glob("*.arrow"))))
+    problems = validate(broken).problems
+    assert any("(det): carries the pair's rating" in p for p in problems), problems
+
+
+# --- bad inputs in two places, and balanced shards ------------------------------------------
+
+N_SMALL = 3  # good pairs: 54 samples, all in train
+
+
+@pytest.fixture(scope="module")
+def two_copies(tmp_path_factory) -> tuple[Path, Path]:
+    """The same bad-input manifest (3 good pairs, the generator's bad pairs, a truncated
+    PNG, a text file named .png, an empty file, a missing file, a folder for an image and
+    a misspelt column) in two folders, each run with at most 10 rows a shard."""
+    from pipelines.fifa.sample_data import make_sample_pairs
+
+    source = tmp_path_factory.mktemp("bad_inputs") / "data"
+    make_sample_pairs(source, n=N_SMALL, seed=4)
+    good = (source / "pairs" / "0000_real.png").read_bytes()
+    (source / "pairs" / "cut.png").write_bytes(good[:200])
+    (source / "pairs" / "notes.png").write_text("not an image\n")
+    (source / "pairs" / "empty.png").write_bytes(b"")
+    rows = (source / "manifest.jsonl").read_text()
+    extra = [{"pair_id": "x-truncated", "real": "pairs/0000_real.png", "fake": "pairs/cut.png"},
+             {"pair_id": "x-text", "real": "pairs/notes.png", "fake": "pairs/0000_fake.png"},
+             {"pair_id": "x-empty", "real": "pairs/0000_real.png", "fake": "pairs/empty.png"},
+             {"pair_id": "x-missing", "real": "pairs/absent.png", "fake": "pairs/0000_fake.png"},
+             {"pair_id": "x-folder", "real": "pairs", "fake": "pairs/0000_fake.png"},
+             {"pair_id": "x-misspelt", "rael": "pairs/0000_real.png", "fake": "pairs/0000_fake.png"}]
+    (source / "bad.jsonl").write_text(rows + "".join(json.dumps(r) + "\n" for r in extra) + NOT_JSON)
+    outputs = []
+    for name in ("first", "second place"):
+        copy = tmp_path_factory.mktemp("copy") / name
+        shutil.copytree(source, copy)
+        out = copy.parent / "out"
+        run_pipeline(copy / "bad.jsonl", out, "--max_rows_per_shard", "10", "--test_fraction", "0")
+        outputs.append(out)
+    return outputs[0], outputs[1]
+
+
+def test_rejected_table_is_the_same_wherever_the_data_lies(two_copies):
+    """No addresses, temporary paths or timings in a detail; image paths as the manifest
+    wrote them: the two copies give byte-identical rejected tables."""
+    import datasets
+
+    first, second = two_copies
+    rows = list(datasets.load_from_disk(str(first / "rejected")))
+    reasons = {r["pair_id"]: r["reason"] for r in rows}
+    assert {"decode_error", "missing_file", "size_mismatch", "no_face", "multiple_faces", "misaligned",
+            "not_localized", "face_too_small", "bad_manifest_row"} <= set(reasons.values())
+    assert [reasons[k] for k in ("x-truncated", "x-text", "x-empty", "x-missing", "x-folder", "x-misspelt")] == [
+        "decode_error", "decode_error", "decode_error", "missing_file", "decode_error", "bad_manifest_row"]
+    for row in rows:
+        text = json.dumps(row)
+        assert not re.search(r"0x[0-9a-f]{6,}", text) and str(first.parent) not in text, row
+        assert not re.search(r"\d+\.\d+ ?(s|ms)\b", row["detail"]), row  # no timings
+    by_id = {r["pair_id"]: r for r in rows}
+    assert by_id["x-text"]["detail"] == "real notes.png: cannot decode image: not a known image format"
+    assert by_id["x-missing"]["detail"] == "real absent.png does not exist"
+    assert (by_id["x-missing"]["real"], by_id["x-missing"]["fake"]) == ("pairs/absent.png", "pairs/0000_fake.png")
+    assert by_id["x-misspelt"]["detail"] == "missing real (the row has columns: fake, pair_id, rael)"
+    a, b = _shard_bytes(first / "rejected"), _shard_bytes(second / "rejected")
+    assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []
+
+
+def test_shards_are_as_few_as_allowed_and_near_equal(two_copies):
+    """54 rows at most 10 a shard: 6 files of 9 rows (it once gave 22 files of 1-6), the
+    same bytes on a re-run elsewhere, loadable, valid."""
+    import datasets
+    import pyarrow as pa
+
+    from build_tools.validate import validate
+
+    first, second = two_copies
+    files = sorted((first / "train").glob("data-*.arrow"))
+    sizes = []
+    for path in files:
+        with pa.memory_map(str(path)) as src:
+            sizes.append(pa.ipc.open_stream(src).read_all().num_rows)
+    assert sizes == [9] * 6
+    assert [f.name for f in files] == [f"data-{i:05d}-of-00006.arrow" for i in range(6)]
+    report = json.loads((first / "run_report.json").read_text())
+    assert report["shards"]["train"] == {"files": 6, "rows": 54, "bytes": sum(f.stat().st_size for f in files)}
+    a, b = _shard_bytes(first), _shard_bytes(second)
+    assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []
+    dataset = datasets.load_from_disk(str(first))
+    assert dataset["train"].num_rows == 54 and dataset["test"].num_rows == 0
+    assert validate(first).ok, validate(first).problems

@@ -112,3 +112,24 @@ def test_rater_none_keeps_every_pair_unrated(two_pairs, tmp_path, no_keys):
     rows = list(load_from_disk(str(out / "train"))) + list(load_from_disk(str(out / "test")))
     assert rows and all(r["rating"] is None and r["provenance"]["rater"] is None for r in rows)
     assert report["hallucination"]["texts"] > 0 and report["hallucination"]["rate"] == 0.0
+
+
+def test_estimate_counts_a_repeated_pair_id_once(two_pairs, no_keys, capsys):
+    """The pipeline rejects a row repeating an earlier row's pair_id (duplicate_pair_id):
+    the estimate counts unique ids only.  The manifest comes through --config, as the
+    pipeline reads it."""
+    from build_tools.cli import main
+    from pipelines.fifa.plan import estimate_text
+
+    rows = two_pairs.read_text().splitlines()  # two good pairs, one bad
+    repeated = two_pairs.with_name("repeated.jsonl")
+    repeated.write_text("\n".join([rows[0], rows[0], rows[1], rows[2], rows[1]]) + "\n")
+    config = two_pairs.with_name("estimate.yaml")
+    config.write_text(f"input: {repeated}\n")
+    assert main(["estimate", "--config", str(config), "--sample", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["input"] == str(repeated)
+    assert (result["rows"], result["duplicate_rows"]) == (5, 2)
+    assert (result["sampled_rows"], result["passed_rows"]) == (3, 2)  # each id tried once
+    assert result["expected_pairs"] == 2
+    assert "5 manifest rows (2 repeat an earlier row's pair_id" in estimate_text(result)

@@ -1,0 +1,20 @@
+"""The options of a run itself, shared by every pipeline: how much of the input to take,
+whether a finished dataset built differently may be replaced, and where finished
+per-item work is kept so that a re-run or a resumed run does not redo it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.common.options import option
+
+
+@dataclass(frozen=True)
+class RunFlags:
+    limit: int | None = option(None, "take only the first N manifest rows (manifests in name order, rows in file "
+                               "order), to try a manifest before a long run", shown="every row")
+    overwrite: bool = option(False, "replace a finished dataset in --output that was built from other inputs "
+                             "or options (the same inputs and options simply run again, or resume)")
+    analysis_cache: str | None = option(None, "per-pair analysis results by content, so a re-run or a resumed run "
+                                        "redoes no finished analysis; any Beam filesystem path",
+                                        shown="analysis_cache/ beside --output")

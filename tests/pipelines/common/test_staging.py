@@ -1,0 +1,87 @@
+"""A finished dataset is never lost: the commit protocol of `pipelines.common.staging`,
+interrupted at every one of its steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.common import staging
+from pipelines.common.staging import commit, differences, recover
+
+
+def _dataset(folder: Path, tag: str) -> None:
+    """A stand-in dataset: every owned entry, each file naming the run that made it."""
+    for split in ("train", "test", "rejected"):
+        (folder / split).mkdir(parents=True)
+        (folder / split / "data-00000-of-00001.arrow").write_text(f"{tag} {split}")
+        (folder / split / "state.json").write_text(f"{tag} {split} state")
+    (folder / "dataset_dict.json").write_text(f"{tag} dict")
+    (folder / "run_report.json").write_text(json.dumps({"run": tag}))
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _which(folder: Path) -> str:
+    """'old' or 'new' when the folder holds that whole dataset (and its foreign files)."""
+    files = _files(folder)
+    tags = {text.split()[0] for name, text in files.items() if name not in ("notes.txt", "llm_batch/state.json")
+            and name != "run_report.json"}
+    report = json.loads(files["run_report.json"])["run"]
+    assert tags == {report}, f"a mixed dataset: {files}"
+    assert files["notes.txt"] == "mine" and files["llm_batch/state.json"] == "jobs"
+    return report
+
+
+@pytest.fixture()
+def folders(tmp_path):
+    output, stage = tmp_path / "out", tmp_path / "out.staging"
+    _dataset(output, "old")
+    (output / "notes.txt").write_text("mine")  # not ours: never moved, never deleted
+    (output / "llm_batch").mkdir()
+    (output / "llm_batch" / "state.json").write_text("jobs")  # batch jobs stay across runs
+    _dataset(stage, "new")
+    return output, stage
+
+
+def test_commit_replaces_what_the_run_owns_and_nothing_else(folders):
+    output, stage = folders
+    commit(str(stage), str(output))
+    assert _which(output) == "new"
+    assert not stage.exists() and not Path(staging.previous_path(str(output))).exists()
+
+
+@pytest.mark.parametrize("fail_at", range(1, 11))
+def test_an_interrupted_commit_leaves_one_whole_dataset(folders, monkeypatch, fail_at):
+    """Killed before the k-th move of the commit: OUTPUT shows the old dataset or, once the
+    new report has arrived, the new one; after `recover` it is whole again."""
+    output, stage = folders
+    real_move, moves = staging._move, []
+
+    def move(src, dst):
+        moves.append(src)
+        if len(moves) == fail_at:
+            raise KeyboardInterrupt("killed")
+        real_move(src, dst)
+
+    monkeypatch.setattr(staging, "_move", move)
+    with pytest.raises(KeyboardInterrupt):
+        commit(str(stage), str(output))
+    monkeypatch.setattr(staging, "_move", real_move)
+    report = output / "run_report.json"
+    mid = json.loads(report.read_text())["run"] if report.exists() else None
+    recover(str(output))
+    # 5 owned entries leave (report first), 5 staged ones arrive (report last): 10 moves.
+    assert _which(output) == ("new" if mid == "new" else "old")
+    assert not Path(staging.previous_path(str(output))).exists()
+
+
+def test_differences_name_what_changed():
+    old = {"run_identity": {"inputs": "a1", "limit": None, "options": {"seed": 0, "crop_size": 512}}}
+    new = {"run_identity": {"inputs": "b2", "limit": 5, "options": {"seed": 3, "crop_size": 512}}}
+    assert differences(old, new) == ["inputs: 'a1' -> 'b2'", "limit: None -> 5", "--seed: 0 -> 3"]
+    assert differences(old, old) == []
