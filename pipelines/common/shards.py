@@ -292,6 +292,26 @@ def parts_by_split(events: dict[tuple, float]) -> dict[str, dict[str, tuple[int,
     return {s: {k: (v[0], v[1]) for k, v in parts.items()} for s, parts in out.items()}
 
 
-def remove_tree(path: str) -> None:
+def files_under(path: str) -> list[str]:
+    """Every file below a folder (on an object store: every object under the prefix `path/`)."""
+    return [m.path for r in FileSystems.match([path.rstrip("/") + "/**"]) for m in r.metadata_list]
+
+
+def tree_exists(path: str) -> bool:
+    """A file or folder at `path`.  An object store has no folders, only objects whose names
+    start with `path/` (and its `exists` is false for such a prefix)."""
     if FileSystems.exists(path):
-        FileSystems.delete([path])
+        return True
+    return "://" in path and bool(files_under(path))
+
+
+def remove_tree(path: str) -> None:
+    """Remove a file, or a folder and everything in it (on an object store, every object
+    under the prefix: deleting the bare prefix there would delete nothing)."""
+    if "://" not in path:
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+        return
+    doomed = files_under(path) + ([path] if FileSystems.exists(path) else [])
+    if doomed:
+        FileSystems.delete(doomed)

@@ -26,7 +26,7 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.common.shards import join, remove_tree
+from pipelines.common.shards import files_under, join, remove_tree, tree_exists
 
 REPORT = "run_report.json"
 # What a run owns in its output folder; `_publish` is `facext publish`'s staging, made
@@ -46,7 +46,7 @@ def previous_path(output: str) -> str:
 
 
 def _exists(path: str) -> bool:
-    return FileSystems.exists(path)
+    return tree_exists(path)
 
 
 def _entries(folder: str) -> list[str]:
@@ -56,8 +56,7 @@ def _entries(folder: str) -> list[str]:
 
         return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
     prefix = folder.rstrip("/") + "/"
-    names = {m.path[len(prefix):].split("/", 1)[0] for r in FileSystems.match([prefix + "**"])
-             for m in r.metadata_list if m.path.startswith(prefix)}
+    names = {path[len(prefix):].split("/", 1)[0] for path in files_under(folder) if path.startswith(prefix)}
     return sorted(n for n in names if n)
 
 
@@ -70,11 +69,9 @@ def _move(src: str, dst: str) -> None:
         os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
         os.replace(src, dst)
         return
-    files = [m.path for r in FileSystems.match([src.rstrip("/") + "/**"]) for m in r.metadata_list]
-    if not files:  # a single object
-        files, base = [src], src
-    else:
-        base = src.rstrip("/")
+    files, base = files_under(src), src.rstrip("/")
+    if FileSystems.exists(src):  # a single object
+        files.append(src)
     FileSystems.rename(files, [dst.rstrip("/") + f[len(base):] for f in files])
 
 

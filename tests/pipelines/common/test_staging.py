@@ -1,5 +1,6 @@
 """A finished dataset is never lost: the commit protocol of `pipelines.common.staging`,
-interrupted at every one of its steps."""
+interrupted at every one of its steps, on a local disk and on an object store (`fxobj://`,
+GCS's semantics: no folders, no rename)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from pipelines.common import staging
 from pipelines.common.staging import commit, differences, recover
+from tests.pipelines.common import objstore
 
 
 def _dataset(folder: Path, tag: str) -> None:
@@ -37,29 +39,39 @@ def _which(folder: Path) -> str:
     return report
 
 
-@pytest.fixture()
-def folders(tmp_path):
-    output, stage = tmp_path / "out", tmp_path / "out.staging"
+@pytest.fixture(params=["local", "object store"])
+def folders(request, tmp_path):
+    """(OUTPUT, OUTPUT.staging) as local folders, and the names the code is given: local
+    paths, or `fxobj://` URLs of an object store kept in those same folders."""
+    output, stage = tmp_path / "b" / "out", tmp_path / "b" / "out.staging"
     _dataset(output, "old")
     (output / "notes.txt").write_text("mine")  # not ours: never moved, never deleted
     (output / "llm_batch").mkdir()
     (output / "llm_batch" / "state.json").write_text("jobs")  # batch jobs stay across runs
     _dataset(stage, "new")
-    return output, stage
+    if request.param == "local":
+        return output, stage, str(output), str(stage)
+    objstore.use_root(tmp_path)
+    return output, stage, "fxobj://b/out", "fxobj://b/out.staging"
+
+
+def _gone(folder: Path) -> bool:
+    """No file left (an object store leaves no folders to remove, a disk may leave empty ones)."""
+    return not folder.exists() or not any(p.is_file() for p in folder.rglob("*"))
 
 
 def test_commit_replaces_what_the_run_owns_and_nothing_else(folders):
-    output, stage = folders
-    commit(str(stage), str(output))
+    output, stage, output_name, stage_name = folders
+    commit(stage_name, output_name)
     assert _which(output) == "new"
-    assert not stage.exists() and not Path(staging.previous_path(str(output))).exists()
+    assert _gone(stage) and _gone(Path(staging.previous_path(str(output))))
 
 
 @pytest.mark.parametrize("fail_at", range(1, 11))
 def test_an_interrupted_commit_leaves_one_whole_dataset(folders, monkeypatch, fail_at):
     """Killed before the k-th move of the commit: OUTPUT shows the old dataset or, once the
     new report has arrived, the new one; after `recover` it is whole again."""
-    output, stage = folders
+    output, stage, output_name, stage_name = folders
     real_move, moves = staging._move, []
 
     def move(src, dst):
@@ -70,14 +82,14 @@ def test_an_interrupted_commit_leaves_one_whole_dataset(folders, monkeypatch, fa
 
     monkeypatch.setattr(staging, "_move", move)
     with pytest.raises(KeyboardInterrupt):
-        commit(str(stage), str(output))
+        commit(stage_name, output_name)
     monkeypatch.setattr(staging, "_move", real_move)
     report = output / "run_report.json"
     mid = json.loads(report.read_text())["run"] if report.exists() else None
-    recover(str(output))
+    recover(output_name)
     # 5 owned entries leave (report first), 5 staged ones arrive (report last): 10 moves.
     assert _which(output) == ("new" if mid == "new" else "old")
-    assert not Path(staging.previous_path(str(output))).exists()
+    assert _gone(Path(staging.previous_path(str(output))))
 
 
 def test_differences_name_what_changed():
