@@ -71,7 +71,7 @@ def test_commit_replaces_what_the_run_owns_and_nothing_else(folders):
 def test_an_interrupted_commit_leaves_one_whole_dataset(folders, monkeypatch, fail_at):
     """Killed before the k-th move of the commit: OUTPUT shows the old dataset or, once the
     new report has arrived, the new one; after `recover` it is whole again."""
-    output, stage, output_name, stage_name = folders
+    output, _, output_name, stage_name = folders
     real_move, moves = staging._move, []
 
     def move(src, dst):
