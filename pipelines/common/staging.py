@@ -128,7 +128,10 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What makes two runs different runs: their inputs and the options that shape or
     place the rows, as `name: old -> new` lines (empty when it is the same run)."""
     out = []
-    old_id, new_id = old.get("run_identity") or {}, new.get("run_identity") or {}
+    old_id, new_id = old.get("run_identity"), new.get("run_identity") or {}
+    if old_id is None:  # a report of an older facext: its options are what can be compared
+        old_id = {"options": old.get("options") or {}}
+        new_id = {"options": {k: v for k, v in (new_id.get("options") or {}).items() if k in old_id["options"]}}
     for key in sorted(set(old_id) | set(new_id)):
         a, b = old_id.get(key), new_id.get(key)
         if a != b:

@@ -97,3 +97,11 @@ def test_differences_name_what_changed():
     new = {"run_identity": {"inputs": "b2", "limit": 5, "options": {"seed": 3, "crop_size": 512}}}
     assert differences(old, new) == ["inputs: 'a1' -> 'b2'", "limit: None -> 5", "--seed: 0 -> 3"]
     assert differences(old, old) == []
+
+
+def test_a_report_of_an_older_facext_is_compared_by_its_options():
+    legacy = {"options": {"seed": 0, "crop_size": 512}}  # no run_identity yet
+    same = {"run_identity": {"inputs": "b2", "limit": None, "options": {"seed": 0, "crop_size": 512, "new": 1}}}
+    assert differences(legacy, same) == []
+    other = {"run_identity": {"inputs": "b2", "limit": None, "options": {"seed": 7, "crop_size": 512}}}
+    assert differences(legacy, other) == ["--seed: 0 -> 7"]
