@@ -144,8 +144,11 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         return " ".join(f"{split} {v['rows']}" for split, v in config["splits"].items())
 
     configs = ", ".join(f"{name} ({rows(c)})" for name, c in done["configs"].items())
-    print(f"exported {done['rows']} samples in {done['files']} Parquet files ({done['bytes'] / 1e6:.1f} MB) "
-          f"to {done['dest']}\nconfigs: {configs}")
+    print(f"exported {done['rows']} samples and {done['rejected_rows']} rejected rows in {done['files']} Parquet "
+          f"files ({done['bytes'] / 1e6:.1f} MB) to {done['dest']}\nconfigs: {configs}")
+    if args.license == "unknown":
+        print("note: the card's license is 'unknown': pass --license with the terms of your source data "
+              "(e.g. --license cc-by-nc-4.0)", file=sys.stderr)
     if done["uploaded"]:
         up = done["upload"]
         what = "already held these files" if up.already_committed else "committed"
@@ -170,11 +173,39 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse without abbreviations (as the pipeline: `--samp` is no `--sample`), whose
+    errors name a mistyped option first: `facext analyze a b --otu d` says `--otu` is
+    unknown (did you mean --out?), not that `--out` is missing.  Subcommands inherit it."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._arg_strings = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str):
+        from pipelines.common.options import unknown_option
+
+        flags = {flag for action in self._actions for flag in action.option_strings}
+        if message.startswith("the following arguments are required"):
+            for arg in getattr(self, "_arg_strings", []):
+                if arg == "--":
+                    break
+                name = arg.partition("=")[0]
+                if arg.startswith("--") and name not in flags:
+                    message = unknown_option(name, flags)
+                    break
+        super().error(message)
+
+
 def build_parser(pipeline_options: bool = False) -> argparse.ArgumentParser:
     """The parser of every command.  With `pipeline_options`, `estimate`'s also declares the
     pipeline's options, so its --help lists them (that imports the pipeline: only when
     the command line is estimate's)."""
-    parser = argparse.ArgumentParser(prog="facext", description=__doc__)
+    parser = _Parser(prog="facext", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show third-party warnings and native log lines (anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -218,7 +249,6 @@ def build_parser(pipeline_options: bool = False) -> argparse.ArgumentParser:
 
     est = sub.add_parser(
         "estimate", help="expected LLM calls, tokens and cost of a fifa_annotate run, before running it",
-        allow_abbrev=False,  # as the pipeline: --samp is no --sample
         description="Analyses a few pairs of the manifest, renders the prompts a run would send and "
                     "prices them. Takes fifa_annotate's options (below, and --config, and Beam's own), "
                     "checked as the pipeline checks them, e.g. facext estimate --input "

@@ -324,6 +324,7 @@ def export_for_hub(output: str | os.PathLike, dest: str | os.PathLike, *, max_sh
         "splits": splits,
         "files": len(files),
         "rows": sum(splits[s] for s in SPLITS),
+        "rejected_rows": splits[REJECTED],
         "bytes": sum(f.stat().st_size for f in files) + (dest / "README.md").stat().st_size,
         "seconds": round(time.perf_counter() - started, 3),
     }

@@ -139,7 +139,15 @@ def expand_config(argv: list[str], known: set[str] | None) -> list[str]:
     path = Path(args.config)
     if not path.is_file():
         raise OptionError(f"--config: {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise OptionError(f"--config: {path} is not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OptionError(f"--config: {path} cannot be read: {exc}") from None
     if not isinstance(data, dict):
         raise OptionError(f"--config: {path} must hold a mapping of option names to values")
     flags: list[str] = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
@@ -27,7 +28,15 @@ from pipelines.common.shards import (
     parts_by_split,
     remove_tree,
 )
-from pipelines.common.staging import OWNED, commit, differences, read_report, recover, staging_path
+from pipelines.common.staging import (
+    OWNED,
+    commit,
+    differences,
+    grows_a_trial,
+    read_report,
+    recover,
+    staging_path,
+)
 
 
 def _key_str(key: tuple) -> str:
@@ -115,8 +124,12 @@ class RunOutput:
             print(f"error: --output {self.output} already holds {', '.join(present)} from something other "
                   f"than {self.pipeline}; choose an empty or new folder", file=sys.stderr)
             raise SystemExit(2)
-        changed = differences(old, {"run_identity": self.settings.identity()}) if old else []
-        if changed and not getattr(self.settings, "overwrite", False):
+        new = {"run_identity": self.settings.identity(), "input": self.settings.input_pattern}
+        changed = differences(old, new) if old else []
+        if changed and grows_a_trial(old, new):  # try with --limit, then run it all: nothing is lost
+            print(f"{self.pipeline}: replacing the --limit {old['run_identity']['limit']} trial run in "
+                  f"{self.output}", file=sys.stderr)
+        elif changed and not getattr(self.settings, "overwrite", False):
             print(f"error: --output {self.output} holds a finished dataset built from other inputs or options:\n"
                   + "".join(f"  {line}\n" for line in changed)
                   + "run again with --overwrite to replace it, or choose another --output", file=sys.stderr)
@@ -126,9 +139,11 @@ class RunOutput:
         self.started = time.perf_counter()
 
     @contextlib.contextmanager
-    def interruptible(self, cache: str | None = None):
+    def interruptible(self, kept: Callable[[], str] | None = None):
         """Ctrl-C inside the block ends the run with one line (what was kept, and the
-        command that resumes) and exit status 130, instead of a page of tracebacks."""
+        command that resumes) and exit status 130, instead of a page of tracebacks.
+        `kept()`, asked then, says what of the run's work survives (`12 finished analyses
+        are kept in cache/`)."""
         import logging
         import os
         import shlex
@@ -157,8 +172,11 @@ class RunOutput:
         except BaseException:
             if not interrupted.is_set():
                 raise
-            kept = f"; finished analyses are kept in {cache}" if cache else ""
-            print(f"\n{self.pipeline}: interrupted. {self.output} is unchanged{kept}. "
+            try:
+                survived = f"; {kept()}" if kept else ""
+            except Exception:  # noqa: BLE001 - the line goes out whatever the count does
+                survived = ""
+            print(f"\n{self.pipeline}: interrupted. {self.output} is unchanged{survived}. "
                   f"Resume with: {shlex.join(_command_line())}", file=sys.__stderr__, flush=True)
             sys.stdout.flush()
             # Beam's worker threads and processes may still hold the interpreter; nothing
@@ -308,10 +326,19 @@ class RunOutput:
             return "not finished"
         tasks = ", ".join(f"{t} {n}" for t, n in r["samples"]["by_task"].items())
         reasons = ", ".join(f"{k} {v}" for k, v in r["rejected"]["by_reason"].items()) or "none"
-        return (f"{r['inputs']} inputs: {r['pairs_written']} pairs written, {r['pairs_rejected']} rejected "
-                f"({reasons})\n{r['samples']['total']} samples ({tasks})\n"
-                f"train {r['samples']['by_split'].get('train', 0)}, test {r['samples']['by_split'].get('test', 0)}"
-                f" -> {self.output}  [{r['timings']['wall_s']:.1f} s]")
+        lines = [f"{r['inputs']} inputs: {r['pairs_written']} pairs written, {r['pairs_rejected']} rejected "
+                 f"({reasons})"]
+        cache = r.get("analysis_cache") or {}
+        if cache.get("hits"):
+            lines.append(f"analyses: {cache['hits']} taken from the cache, {cache.get('misses', 0)} new")
+        lines.append(f"{r['samples']['total']} samples ({tasks})")
+        train, test = (r["samples"]["by_split"].get(split, 0) for split in ("train", "test"))
+        why = ""
+        if not test and train and self.settings.test_fraction > 0:
+            why = (f" (the split keeps each subject whole and puts about {self.settings.test_fraction:g} of "
+                   f"the subjects in test: these inputs have too few)")
+        lines.append(f"train {train}, test {test}{why} -> {self.output}  [{r['timings']['wall_s']:.1f} s]")
+        return "\n".join(lines)
 
 
 def _command_line() -> list[str]:

@@ -126,7 +126,8 @@ def commit(staging: str, output: str) -> None:
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What makes two runs different runs: their inputs and the options that shape or
-    place the rows, as `name: old -> new` lines (empty when it is the same run)."""
+    place the rows, as `--name: old -> new` lines (empty when it is the same run).  `old`
+    is a run report; `new` holds the new run's `run_identity` and its `input` pattern."""
     out = []
     old_id, new_id = old.get("run_identity"), new.get("run_identity") or {}
     if old_id is None:  # a report of an older facext: its options are what can be compared
@@ -134,9 +135,36 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         new_id = {"options": {k: v for k, v in (new_id.get("options") or {}).items() if k in old_id["options"]}}
     for key in sorted(set(old_id) | set(new_id)):
         a, b = old_id.get(key), new_id.get(key)
-        if a != b:
-            if isinstance(a, dict) and isinstance(b, dict):
-                out += [f"--{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-            else:
-                out.append(f"{key}: {a!r} -> {b!r}")
+        if a == b:
+            continue
+        if key == "inputs":
+            was, now = old.get("input"), new.get("input")
+            out.append(f"--input: {was} -> {now}" if was != now else
+                       f"--input {now}: the manifests' contents changed since the dataset was built")
+        elif key == "limit":
+            out.append(f"--limit: {_shown(a, 'every row')} -> {_shown(b, 'every row')}")
+        elif isinstance(a, dict) and isinstance(b, dict):
+            out += [f"--{k}: {_shown(a.get(k))} -> {_shown(b.get(k))}"
+                    for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            out.append(f"{key}: {_shown(a)} -> {_shown(b)}")
     return out
+
+
+def _shown(value: Any, unset: str = "not set") -> str:
+    """An option's value as a command line spells it."""
+    if value is None:
+        return unset
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value if isinstance(value, str) and value else json.dumps(value)
+
+
+def grows_a_trial(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether the new run only takes more rows of the same inputs with the same options
+    than a finished `--limit` run (a trial), so that replacing it loses nothing."""
+    old_id, new_id = old.get("run_identity"), new.get("run_identity") or {}
+    if not old_id or old_id.get("limit") is None:
+        return False
+    same = all(old_id.get(k) == new_id.get(k) for k in set(old_id) | set(new_id) if k != "limit")
+    return same and (new_id.get("limit") is None or new_id["limit"] > old_id["limit"])

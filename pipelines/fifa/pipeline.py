@@ -36,6 +36,7 @@ from pipelines.fifa.stages import (
     LocateFace,
     MakeSamples,
     Rate,
+    analyses_kept,
 )
 
 
@@ -138,7 +139,7 @@ def run(argv: list[str] | None = None, runner=None) -> FifaOutput:
             return output
         settings = output.settings  # now knows which requests failed in their batch
     output.prepare()
-    with output.interruptible(settings.analysis_cache):
+    with output.interruptible(analyses_kept(settings.analysis_cache)):
         progress_dir = output.progress_dir() if is_local(options, runner) else None
         if progress_dir:
             phases = [("fifa_annotate: analysing", "analysed", settings.expected_inputs),

@@ -11,6 +11,7 @@ import json
 import pickle
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -80,6 +81,29 @@ class AnalysisCache:
         if "analysed" in entry:
             entry = {"analysed": {k: _pack(v) for k, v in entry["analysed"].items()}}
         self.store.put(key, pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def analyses_kept(root: str | None) -> Callable[[], str] | None:
+    """For the Ctrl-C line: how many analyses this run finished into the cache at `root`
+    (counted against the entries there now; a local folder only, as counting an object
+    store's entries is slow)."""
+    if not root:
+        return None
+    if "://" in root:
+        return lambda: f"finished analyses are kept in {root}"
+    from pipelines.store import ContentStore
+
+    store = ContentStore(root, ".pkl")
+    before = len(store)
+
+    def kept() -> str:
+        added = len(store) - before
+        if added <= 0:
+            return "no analysis had finished yet"
+        return f"{added} finished {'analysis is' if added == 1 else 'analyses are'} kept in {root} " \
+               f"and will not be redone"
+
+    return kept
 
 
 # The label map and the artifact mask are most of an entry's bytes when stored raw (1.3 MB

@@ -124,6 +124,23 @@ def test_facext_commands_name_the_closest_option(tmp_path, capsys):
     assert capsys.readouterr().err == "error: unknown option --sampel (did you mean --sample?)\n"
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["analyze", "a.png", "b.png", "--otu", "d"], "facext analyze: error: unknown option --otu (did you mean --out?)"),
+    (["analyze", "a.png", "b.png", "--ou", "d"], "facext analyze: error: unknown option --ou (did you mean --out?)"),
+    (["sample-data", "-o", "x", "--se", "3"], "facext sample-data: error: unknown option --se (did you mean --seed?)"),
+    (["report", "x", "--per", "3"], "facext report: error: unknown option --per (did you mean --per-task?)"),
+])
+def test_facext_takes_no_abbreviations_and_names_a_typo_before_a_missing_option(tmp_path, capsys, argv,
+                                                                                message):
+    from build_tools.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main([a if a != "x" else str(tmp_path / "x") for a in argv])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == message
+    assert list(tmp_path.iterdir()) == []
+
+
 def _help(capsys, *argv: str) -> str:
     from build_tools.cli import main
 

@@ -543,8 +543,11 @@ def test_the_publish_command_resumes_an_interrupted_upload_without_resending(out
 
             server.set_faults(None)
             assert main(command) == 0
-            out = capsys.readouterr().out
+            out, err = capsys.readouterr()
             assert "committed" in out and "someone/cli" in out
+            report = json.loads((output / "run_report.json").read_text())
+            assert f"exported {report['samples']['total']} samples and {report['pairs_rejected']} rejected rows" in out
+            assert "note: the card's license is 'unknown': pass --license" in err
             parquet = sorted((output / STAGING).rglob("*.parquet"))
             for path in parquet:  # each file's bytes arrived whole once (the refused one: twice)
                 oid = hashlib.sha256(path.read_bytes()).hexdigest()

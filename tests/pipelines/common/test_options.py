@@ -94,6 +94,15 @@ def test_a_config_typo_exits_2_with_a_guess(tmp_path, capsys):
     assert "does not exist" in _error(["--config", str(tmp_path / "none.yaml")], capsys)
 
 
+def test_a_config_that_is_not_yaml_is_one_error_line(tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text("tiny_count: 4\ntiny_output: [x\n")
+    assert _error(["--config", str(path)], capsys) == (
+        f"error: --config: {path} is not valid YAML (line 3, column 1): expected ',' or ']', but got '<stream end>'")
+    path.write_bytes(b"tiny_count: \xff\xfe\n")
+    assert _error(["--config", str(path)], capsys).startswith(f"error: --config: {path} cannot be read")
+
+
 def test_a_config_may_hold_beams_options(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("direct_num_workers: 2\ntiny_count: 4\n")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.common import staging
-from pipelines.common.staging import commit, differences, recover
+from pipelines.common.staging import commit, differences, grows_a_trial, recover
 from tests.pipelines.common import objstore
 
 
@@ -92,11 +92,28 @@ def test_an_interrupted_commit_leaves_one_whole_dataset(folders, monkeypatch, fa
     assert _gone(Path(staging.previous_path(str(output))))
 
 
-def test_differences_name_what_changed():
-    old = {"run_identity": {"inputs": "a1", "limit": None, "options": {"seed": 0, "crop_size": 512}}}
-    new = {"run_identity": {"inputs": "b2", "limit": 5, "options": {"seed": 3, "crop_size": 512}}}
-    assert differences(old, new) == ["inputs: 'a1' -> 'b2'", "limit: None -> 5", "--seed: 0 -> 3"]
+def test_differences_name_what_changed_as_a_command_line_spells_it():
+    old = {"input": "a/*.jsonl",
+           "run_identity": {"inputs": "a1", "limit": None, "options": {"seed": 0, "crop_size": 512, "x": None}}}
+    new = {"input": "b.jsonl",
+           "run_identity": {"inputs": "b2", "limit": 5, "options": {"seed": 3, "crop_size": 512, "x": True}}}
+    assert differences(old, new) == ["--input: a/*.jsonl -> b.jsonl", "--limit: every row -> 5", "--seed: 0 -> 3",
+                                     "--x: not set -> on"]
+    assert differences(old, {**new, "input": "a/*.jsonl"})[0] == \
+        "--input a/*.jsonl: the manifests' contents changed since the dataset was built"
     assert differences(old, old) == []
+
+
+def test_only_more_rows_of_the_same_run_grow_a_trial():
+    trial = {"run_identity": {"inputs": "a1", "limit": 5, "options": {"seed": 0}}}
+
+    def new(limit, seed=0, inputs="a1"):
+        return {"run_identity": {"inputs": inputs, "limit": limit, "options": {"seed": seed}}}
+
+    assert grows_a_trial(trial, new(None)) and grows_a_trial(trial, new(6))
+    assert not grows_a_trial(trial, new(5)) and not grows_a_trial(trial, new(4))
+    assert not grows_a_trial(trial, new(None, seed=1)) and not grows_a_trial(trial, new(None, inputs="b2"))
+    assert not grows_a_trial(new(None), new(None)) and not grows_a_trial({"options": {}}, new(None))
 
 
 def test_a_report_of_an_older_facext_is_compared_by_its_options():

@@ -20,7 +20,7 @@ def test_default_run_writes_all_eleven_tasks(tmp_path, monkeypatch):
 
     monkeypatch.setenv("FACEXT_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    run([], runner=FnApiRunner())  # no options at all
+    done = run([], runner=FnApiRunner())  # no options at all
     out = tmp_path / "out" / "fifa_instruct"
     ds = datasets.load_from_disk(str(out))
     tasks = {t for split in ds for t in ds[split]["task"]}
@@ -34,6 +34,10 @@ def test_default_run_writes_all_eleven_tasks(tmp_path, monkeypatch):
     assert hallucination["texts_hallucinating"] == 0 and hallucination["rate"] == 0.0
     assert report["ratings"]["pairs_rated"] == SAMPLE_PAIRS and report["ratings"]["mean"]["overall"] >= 9
     assert report["llm"]["calls"] == 0 and report["llm"]["cost_usd"] == 0.0
+    # Its pairs are of 3 subjects, all in train: the summary says why test is empty.
+    assert report["samples"]["by_split"].get("test", 0) == 0
+    assert "test 0 (the split keeps each subject whole and puts about 0.1 of the subjects in test: " \
+           "these inputs have too few)" in done.summary()
     # The sample is made once: a second lookup finds it complete and does not rewrite it.
     manifest = sample_manifest()
     stamp = manifest.stat().st_mtime_ns

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -104,6 +105,7 @@ def test_sigkill_keeps_the_dataset_and_the_resumed_run_redoes_nothing_finished(m
     report = json.loads((output / "run_report.json").read_text())
     # Every analysis finished before the kill came from the cache; only the rest ran.
     assert report["analysis_cache"] == {"hits": kept, "misses": cacheable - kept}
+    assert f"analyses: {kept} taken from the cache, {cacheable - kept} new" in resumed.stdout
     assert _shards(output) == _shards(previous)  # as if never interrupted
     assert not Path(str(output) + ".staging").exists()
 
@@ -118,7 +120,23 @@ def test_ctrl_c_prints_one_line_and_keeps_the_dataset(manifest, finished, tmp_pa
     ours = [line for line in err.splitlines() if "fifa_annotate" in line or "Traceback" in line]
     assert len(ours) == 1 and "interrupted" in ours[0] and "is unchanged" in ours[0], err[-3000:]
     assert f"Resume with: python -m pipelines.fifa_annotate --input {manifest}" in ours[0]
+    kept = re.search(r"; (\d+) finished analys(?:is is|es are) kept in (\S+) and will not be redone", ours[0])
+    assert kept and int(kept[1]) >= 2 and kept[2] == str(tmp_path / "cache"), ours[0]
     assert _snapshot(output) == before
+
+
+def test_ctrl_c_while_the_libraries_load_is_one_line_too(manifest, tmp_path):
+    """Before the run watches Ctrl-C (imports take seconds), it still ends with one line
+    and status 130, not an import traceback."""
+    process = _start(_command(manifest, tmp_path / "out", tmp_path / "cache"))
+    time.sleep(0.3)
+    assert process.poll() is None
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGINT  # Python ends on the signal itself: a shell shows 130
+    assert err.decode().strip().splitlines() == [
+        "fifa_annotate: interrupted (Ctrl-C); a finished dataset in its output folder is unchanged."]
+    assert not (tmp_path / "out").exists()
 
 
 def test_another_configuration_needs_overwrite(manifest, finished, tmp_path):
@@ -127,7 +145,7 @@ def test_another_configuration_needs_overwrite(manifest, finished, tmp_path):
     before = _snapshot(output)
     refused = _run(_command(manifest, output, tmp_path / "cache", "--seed", "4", "--limit", "3"))
     assert refused.returncode == 2
-    assert "--seed: 0 -> 4" in refused.stderr and "limit: None -> 3" in refused.stderr
+    assert "--seed: 0 -> 4" in refused.stderr and "--limit: every row -> 3" in refused.stderr
     assert "--overwrite" in refused.stderr
     assert _snapshot(output) == before
 
@@ -136,3 +154,14 @@ def test_another_configuration_needs_overwrite(manifest, finished, tmp_path):
     report = json.loads((output / "run_report.json").read_text())
     assert report["inputs"] == 3 and report["limit"] == 3 and report["options"]["seed"] == 4
     assert report["inputs"] == report["pairs_written"] + report["pairs_rejected"]
+
+    # A --limit run is a trial: the same run over more rows replaces it without --overwrite
+    # (nothing is lost), and fewer rows do not.
+    fewer = _run(_command(manifest, output, tmp_path / "cache", "--seed", "4", "--limit", "2"))
+    assert fewer.returncode == 2 and "--limit: 3 -> 2" in fewer.stderr
+    grown = _run(_command(manifest, output, tmp_path / "cache", "--seed", "4"))
+    assert grown.returncode == 0, grown.stderr[-3000:]
+    assert f"replacing the --limit 3 trial run in {output}" in grown.stderr
+    report = json.loads((output / "run_report.json").read_text())
+    rows = sum(1 for line in manifest.read_text().splitlines() if line.strip())
+    assert report["limit"] is None and report["inputs"] == rows > 3
