@@ -326,8 +326,8 @@ class RunOutput:
             return "not finished"
         tasks = ", ".join(f"{t} {n}" for t, n in r["samples"]["by_task"].items())
         reasons = ", ".join(f"{k} {v}" for k, v in r["rejected"]["by_reason"].items()) or "none"
-        lines = [f"{r['inputs']} inputs: {r['pairs_written']} pairs written, {r['pairs_rejected']} rejected "
-                 f"({reasons})"]
+        written = f"{r['inputs']} inputs: {r['pairs_written']} pairs written, {r['pairs_rejected']} rejected"
+        lines = [f"{written} ({reasons})"]
         cache = r.get("analysis_cache") or {}
         if cache.get("hits"):
             lines.append(f"analyses: {cache['hits']} taken from the cache, {cache.get('misses', 0)} new")

@@ -132,7 +132,7 @@ def test_ctrl_c_while_the_libraries_load_is_one_line_too(manifest, tmp_path):
     time.sleep(0.3)
     assert process.poll() is None
     os.killpg(process.pid, signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    _, err = process.communicate(timeout=120)
     assert process.returncode == -signal.SIGINT  # Python ends on the signal itself: a shell shows 130
     assert err.decode().strip().splitlines() == [
         "fifa_annotate: interrupted (Ctrl-C); a finished dataset in its output folder is unchanged."]
