@@ -141,7 +141,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     def rows(config: dict) -> str:
-        return " ".join(f"{split} {v['rows']}" for split, v in config["splits"].items())
+        return ", ".join(f"{split} {v['samples']}" + (f" in {v['rows']} images" if split != "rejected" else "")
+                         for split, v in config["splits"].items())
 
     configs = ", ".join(f"{name} ({rows(c)})" for name, c in done["configs"].items())
     print(f"exported {done['rows']} samples and {done['rejected_rows']} rejected rows in {done['files']} Parquet "

@@ -30,7 +30,7 @@ import numpy as np
 from build_tools.render import difference_heatmap, label_overlay, mask_overlay
 from fict.tree import ConceptTree, load_tree
 from pipelines.common.progress import Progress
-from schemas.fifa import SPLITS, TASK_TITLES, TASKS
+from schemas.fifa import SPLITS, TASK_TITLES, TASKS, flat_samples
 
 # One grounded phrase of an answer: `<p> phrase </p> [SEG]` (or a bare `[SEG]`).
 GROUNDED = re.compile(r"<p>\s*(.*?)\s*</p>\s*\[SEG\]|\[SEG\]")
@@ -132,36 +132,41 @@ def concept_filter(names: tuple[str, ...], tree: ConceptTree) -> set[str] | None
 
 
 def select_samples(output: Path, selection: Selection, tree: ConceptTree) -> list[dict]:
-    """Up to `per_task` samples of each wanted task, first in shard order (which is a
-    hash of the sample id: a fair draw that is the same every time)."""
+    """Up to `per_task` samples of each wanted task, first in shard order (image rows by
+    image id, samples in task order: the same draw every time), as flat samples."""
     import datasets
 
     unknown = [t for t in selection.tasks if t not in TASKS]
     if unknown:
         raise ReportError(f"--task {', '.join(unknown)}: the tasks are {', '.join(TASKS)}")
     tasks = selection.tasks or TASKS
-    wanted = concept_filter(selection.concepts, tree)
+    wanted_concepts = concept_filter(selection.concepts, tree)
     dataset = datasets.load_from_disk(str(output))
     taken: dict[str, int] = dict.fromkeys(tasks, 0)
     picked = []
     for split in SPLITS:
         if split not in dataset:
             continue
-        meta = dataset[split].select_columns(["task", "concepts"])
-        indices = []
+        # The samples' tasks and concepts, without the images; then the images of the rows picked.
+        meta = dataset[split].select_columns(["samples"])
+        wanted: dict[int, list[int]] = {}  # image row -> its picked samples
         offset = 0
-        for batch in meta.iter(batch_size=10_000):
-            for i, (task, concepts) in enumerate(zip(batch["task"], batch["concepts"], strict=True)):
-                if task in taken and taken[task] < selection.per_task and (
-                        wanted is None or wanted.intersection(concepts)):
-                    taken[task] += 1
-                    indices.append(offset + i)
-            offset += len(batch["task"])
+        for batch in meta.iter(batch_size=1_000):
+            for i, samples in enumerate(batch["samples"]):
+                for j, sample in enumerate(samples):
+                    task = sample["task"]
+                    if task in taken and taken[task] < selection.per_task and (
+                            wanted_concepts is None or wanted_concepts.intersection(sample["concepts"])):
+                        taken[task] += 1
+                        wanted.setdefault(offset + i, []).append(j)
+            offset += len(batch["samples"])
             if all(n >= selection.per_task for n in taken.values()):
                 break
-        if indices:
-            rows = dataset[split].select(indices).cast_column("image", datasets.Image(decode=False))
-            picked.extend(rows)
+        if wanted:
+            rows = dataset[split].select(sorted(wanted)).cast_column("image", datasets.Image(decode=False))
+            for index, row in zip(sorted(wanted), rows, strict=True):
+                flat = flat_samples(row)
+                picked.extend(flat[j] for j in wanted[index])
     order = {t: i for i, t in enumerate(TASKS)}
     return sorted(picked, key=lambda r: (order[r["task"]], r["pair_id"], r["sample_id"]))
 
@@ -177,25 +182,17 @@ def _pair_rows(output: Path, pair_ids: set[str]) -> dict[str, dict]:
     for split in SPLITS:
         if split not in dataset:
             continue
-        meta = dataset[split].select_columns(["pair_id", "task", "is_fake", "negative"])
-        wanted: dict[int, tuple[str, str]] = {}
-        offset = 0
-        for batch in meta.iter(batch_size=10_000):
-            for i, (pair, task, fake, negative) in enumerate(zip(
-                    batch["pair_id"], batch["task"], batch["is_fake"], batch["negative"], strict=True)):
-                if pair not in found:
-                    continue
-                slot = "real" if not fake else ("loc" if task == "i_loc" and not negative else "fake")
-                if slot not in found[pair] and (pair, slot) not in wanted.values():
-                    wanted[offset + i] = (pair, slot)
-            offset += len(batch["pair_id"])
+        meta = dataset[split].select_columns(["pair_id"])
+        wanted = [offset + i for offset in range(0, meta.num_rows, 10_000)
+                  for i, pair in enumerate(meta[offset:offset + 10_000]["pair_id"]) if pair in found]
         if wanted:
-            rows = dataset[split].select(sorted(wanted)).cast_column("image", datasets.Image(decode=False))
-            for index, row in zip(sorted(wanted), rows, strict=True):
-                pair, slot = wanted[index]
-                found[pair][slot] = _decode_png(row["image"]["bytes"])
-                if slot == "loc" and row["masks"]:
-                    found[pair]["mask"] = decode_mask(row["masks"][0])
+            rows = dataset[split].select(wanted).cast_column("image", datasets.Image(decode=False))
+            for row in rows:
+                slots = found[row["pair_id"]]
+                slots["fake" if row["is_fake"] else "real"] = _decode_png(row["image"]["bytes"])
+                loc = [s for s in row["samples"] if s["task"] == "i_loc" and not s["negative"] and s["masks"]]
+                if loc:
+                    slots["mask"] = decode_mask(loc[0]["masks"][0])
     return found
 
 
@@ -211,7 +208,7 @@ def _pair_views(output: Path, report: dict, samples: list[dict], tree: ConceptTr
     views = {}
     for pair_id in sorted(pair_ids):
         rows = from_shards[pair_id]
-        fake = rows.get("fake", rows.get("loc"))
+        fake = rows.get("fake")
         views[pair_id] = PairView(pair_id, real=rows.get("real"), fake=fake, shard_mask=rows.get("mask"))
     inputs = _inputs_of(report, {s["pair_id"]: s["provenance"] for s in samples})
     analyzer = _analyzer(report)

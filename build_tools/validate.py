@@ -1,6 +1,7 @@
 """`facext validate OUTPUT`: check a FiFa-Instruct output folder and summarise it.
 
-Checks the schema against `schemas.FifaSample`, every sample's internal consistency
+Checks the schema against `schemas.FifaImage` (a row per distinct crop, each crop once,
+with the samples about it), every sample's internal consistency
 (one decodable mask per `[SEG]`, grounded phrases naming their concepts in order,
 boxes inside the image, the question's placeholders), ratings (only on the answers that
 were rated) and hallucinated concepts within the run's bars, that splits are disjoint by identity, shard sizes, the rejected table, and that the run report adds up and matches
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas.common import RejectReason, Stage
-from schemas.fifa import SPLITS, TASKS, FifaSample, RejectedRow
+from schemas.fifa import SPLITS, TASKS, FifaImage, RejectedRow, flat_samples
 
 GROUNDED = re.compile(r"<p>\s*(.*?)\s*</p>\s*\[SEG\]")
 MAX_PROBLEMS_SHOWN = 20
@@ -26,7 +27,8 @@ MAX_PROBLEMS_SHOWN = 20
 class Validation:
     problems: list[str] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
-    rows: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)  # samples per split
+    images: dict[str, int] = field(default_factory=dict)  # shard rows (distinct crops) per split
     rejected: Counter = field(default_factory=Counter)
 
     def fail(self, message: str) -> None:
@@ -94,12 +96,34 @@ def _check_sample(row: dict, split: str, tree, out: Validation, image_size) -> N
         out.fail(f"{where}: crop_transform is not 2x3")
 
 
+def _check_one(row: dict, split: str, tree, out: Validation, image_size, seen_ids: set[str],
+               min_rating, max_hallucinated, rated: bool) -> None:
+    """One flat sample: its consistency, and its rating and named concepts against the run's bars."""
+    from pipelines.fifa.samples import judged_answer
+
+    if row["sample_id"] in seen_ids:
+        out.fail(f"{split}/{row['sample_id']}: duplicate sample_id")
+    seen_ids.add(row["sample_id"])
+    _check_sample(row, split, tree, out, image_size)
+    rating = row.get("rating")
+    if min_rating is not None and rating and rating["overall"] < min_rating:
+        out.fail(f"{split}/{row['sample_id']}: rated {rating['overall']}, below --min_rating {min_rating}")
+    if rating and not judged_answer(row["task"], row["negative"]):
+        out.fail(f"{split}/{row['sample_id']} ({row['task']}): carries the pair's rating, but its "
+                 f"answer is not one of the rated texts")
+    if rated and not rating and judged_answer(row["task"], row["negative"]):
+        out.fail(f"{split}/{row['sample_id']} ({row['task']}): its answer was rated, the rating is missing")
+    if max_hallucinated is not None and len(row.get("hallucinated_concepts") or []) > max_hallucinated:
+        out.fail(f"{split}/{row['sample_id']}: names {row['hallucinated_concepts']} without artifacts "
+                 f"(--max_hallucinated {max_hallucinated})")
+    out.counts[(row["task"], split)] += 1
+
+
 def validate(output: str | Path) -> Validation:
     import datasets
     import pyarrow as pa
 
     from fict.tree import load_tree
-    from pipelines.fifa.samples import judged_answer
     from schemas.features import hf_features
 
     out = Validation()
@@ -110,47 +134,41 @@ def validate(output: str | Path) -> Validation:
     except Exception as exc:  # noqa: BLE001 - report any load failure as a problem
         out.fail(f"datasets.load_from_disk({root}) failed: {exc}")
         return out
-    expected = hf_features(FifaSample)
+    expected = hf_features(FifaImage)
     options = (_load_report(root) or {}).get("options", {})
     min_rating, max_hallucinated = options.get("min_rating"), options.get("max_hallucinated")
     rated = options.get("rater") not in (None, "none")  # then every judged answer has its rating
     identities: dict[str, set[str]] = {s: set() for s in SPLITS}
     pair_split: dict[str, str] = {}
     seen_ids: set[str] = set()
+    seen_images: set[str] = set()
     for split in SPLITS:
         if split not in dd:
             out.fail(f"split {split!r} missing")
             continue
         ds = dd[split]
         if ds.features.to_dict() != expected.to_dict():
-            out.fail(f"{split}: features differ from schemas.FifaSample")
+            out.fail(f"{split}: features differ from schemas.FifaImage")
             continue
-        out.rows[split] = ds.num_rows
+        out.images[split], out.rows[split] = ds.num_rows, 0
         raw = ds.cast_column("image", datasets.Image(decode=False))
-        for row in raw:
-            if row["sample_id"] in seen_ids:
-                out.fail(f"{split}/{row['sample_id']}: duplicate sample_id")
-            seen_ids.add(row["sample_id"])
-            image_size = _png_size(row["image"]["bytes"])
+        for image_row in raw:
+            image_id = image_row["image_id"]
+            if image_id in seen_images:
+                out.fail(f"{split}/{image_id}: duplicate image_id (a crop stored twice)")
+            seen_images.add(image_id)
+            image_size = _png_size(image_row["image"]["bytes"])
             if image_size is None:
-                out.fail(f"{split}/{row['sample_id']}: image is not a PNG")
+                out.fail(f"{split}/{image_id}: image is not a PNG")
                 continue
-            _check_sample(row, split, tree, out, image_size)
-            rating = row.get("rating")
-            if min_rating is not None and rating and rating["overall"] < min_rating:
-                out.fail(f"{split}/{row['sample_id']}: rated {rating['overall']}, below --min_rating {min_rating}")
-            if rating and not judged_answer(row["task"], row["negative"]):
-                out.fail(f"{split}/{row['sample_id']} ({row['task']}): carries the pair's rating, but its "
-                         f"answer is not one of the rated texts")
-            if rated and not rating and judged_answer(row["task"], row["negative"]):
-                out.fail(f"{split}/{row['sample_id']} ({row['task']}): its answer was rated, the rating is missing")
-            if max_hallucinated is not None and len(row.get("hallucinated_concepts") or []) > max_hallucinated:
-                out.fail(f"{split}/{row['sample_id']}: names {row['hallucinated_concepts']} without artifacts "
-                         f"(--max_hallucinated {max_hallucinated})")
-            out.counts[(row["task"], split)] += 1
-            identities[split].add(row["subject_id"] or row["pair_id"])
-            if pair_split.setdefault(row["pair_id"], split) != split:
-                out.fail(f"pair {row['pair_id']} has samples in both splits")
+            if not image_row["samples"]:
+                out.fail(f"{split}/{image_id}: an image with no sample")
+            for row in flat_samples(image_row):
+                out.rows[split] += 1
+                _check_one(row, split, tree, out, image_size, seen_ids, min_rating, max_hallucinated, rated)
+            identities[split].add(image_row["subject_id"] or image_row["pair_id"])
+            if pair_split.setdefault(image_row["pair_id"], split) != split:
+                out.fail(f"pair {image_row['pair_id']} has samples in both splits")
         _check_shard_sizes(root / split, out)
     both = identities["train"] & identities["test"]
     if both:
@@ -216,6 +234,10 @@ def _check_report(root: Path, out: Validation, pair_split: dict[str, str], pa) -
     for split, n in out.rows.items():
         if report["samples"]["by_split"].get(split) != n:
             out.fail(f"report: {split} has {report['samples']['by_split'].get(split)} samples, disk {n}")
+    for split, n in out.images.items():
+        if (report.get("images") or {}).get("by_split", {}).get(split) != n:
+            out.fail(f"report: {split} has {(report.get('images') or {}).get('by_split', {}).get(split)} images, "
+                     f"disk {n}")
     for (task, split), n in out.counts.items():
         if report["samples"]["by_task_and_split"].get(task, {}).get(split) != n:
             out.fail(f"report: {task}/{split} count differs from disk ({n})")
@@ -227,7 +249,7 @@ def _check_report(root: Path, out: Validation, pair_split: dict[str, str], pa) -
 def summary(result: Validation, output: str | Path) -> str:
     lines = [f"{output}: {'valid' if result.ok else f'{len(result.problems)} problem(s)'}"]
     for split, n in result.rows.items():
-        lines.append(f"  {split}: {n} samples")
+        lines.append(f"  {split}: {n} samples about {result.images.get(split, 0)} images")
     tasks = Counter()
     for (task, _), n in result.counts.items():
         tasks[task] += n

@@ -1,6 +1,10 @@
 """Records of the FiFa-Instruct pipeline: manifest rows, rejected rows, samples.
 
-The shard schema (HF `Features`) is derived from `FifaSample` by `schemas.features`, so a
+A shard row is one distinct aligned crop, `FifaImage` (the real or the fake of a pair),
+with every task sample asked about it (`TaskSample`): each crop is stored once however
+many questions it carries.  `FifaSample` is the flat view, one row per sample with its
+image, that `flat_samples` (a row) and `flat_dataset` (a `datasets.Dataset`) give.  The
+shard schema (HF `Features`) is derived from `FifaImage` by `schemas.features`, so a
 column is defined once, here.
 """
 
@@ -121,8 +125,47 @@ class Provenance(BaseModel):
     options_hash: str = Field(description="hash of the options that shape the samples")
 
 
+class TaskSample(BaseModel):
+    """One question and its answer about the image of the row that holds it."""
+
+    sample_id: str = Field(description="unique id of the sample")
+    task: str = Field(description="one of the 11 FiFa tasks")
+    negative: bool = Field(default=False, description="the region or box asked about holds no "
+                           "artifact, and the answer says so")
+    conversations: list[Turn] = Field(description="the question (`human`) and the answer (`gpt`), LLaVA style")
+    masks: list[RleMask] = Field(description="one per [SEG] in the answer, in order")
+    region_masks: list[RleMask] = Field(description="region mask R of each grounded concept")
+    concepts: list[str] = Field(description="grounded FICT node ids, in [SEG] order")
+    bbox: list[int] | None = Field(default=None, description="x0, y0, x1, y1 in crop pixels")
+    rating: Rating | None = Field(default=None, description="the rater's scores of the pair's texts")
+    hallucinated_concepts: list[str] = Field(default_factory=list, description="FICT concepts the "
+                                             "answer names that have no artifact")
+    instructions: TemplateRef = Field(description="the question and answer phrasings' template")
+
+
+class FifaImage(BaseModel):
+    """One row of a FiFa-Instruct shard: one aligned crop and the samples about it."""
+
+    image_id: str = Field(description="unique id of the crop: its pair and which of the two it is")
+    pair_id: str = Field(description="the real/fake pair the crop comes from")
+    split: str = Field(description="train or test (by identity: subject, else pair)")
+    image: bytes = Field(json_schema_extra=HF_IMAGE, description="PNG of the aligned crop, lossless")
+    is_fake: bool = Field(description="whether `image` is the fake (det asks about real images too)")
+    category: str = Field(description="manipulation category of the pair")
+    method: str = Field(description="manipulation method of the pair")
+    subject_id: str | None = Field(default=None, description="identity of the person, when the manifest gives it")
+    source_dataset: str | None = Field(default=None, description="dataset the pair comes from, when the "
+                                       "manifest gives it")
+    crop_transform: list[list[float]] = Field(description="2x3, original real pixels -> crop")
+    provenance: Provenance = Field(description="how the samples were made: manifest and row, describer and "
+                                   "rater with their models and prompt templates, facext version, "
+                                   "options hash")
+    samples: list[TaskSample] = Field(description="the task samples about this image, in task order")
+
+
 class FifaSample(BaseModel):
-    """One FiFa-Instruct training sample (one row of a shard)."""
+    """One FiFa-Instruct sample with its image: the flat view of a `FifaImage` row
+    (`flat_samples`), one row per question, as LLaVA-style loaders read it."""
 
     sample_id: str = Field(description="unique id of the sample")
     pair_id: str = Field(description="the real/fake pair the sample comes from")
@@ -149,3 +192,40 @@ class FifaSample(BaseModel):
                                              "answer names that have no artifact")
     provenance: Provenance = Field(description="how the sample was made: manifest and row, describer and "
                                    "rater with their models, prompt templates, facext version, options hash")
+
+
+# What a flat sample takes from its image row; the rest is the sample's own (its
+# `instructions` join the row's prompt templates in `provenance`).
+_ROW_FIELDS = ("pair_id", "split", "image", "is_fake", "category", "method", "subject_id", "source_dataset",
+               "crop_transform")
+
+
+def flat_samples(row: dict) -> list[dict]:
+    """A `FifaImage` row (as `datasets` gives it) as its `FifaSample` rows, in order."""
+    shared = {k: row[k] for k in _ROW_FIELDS}
+    provenance = row["provenance"]
+    out = []
+    for sample in row["samples"]:
+        flat = {k: v for k, v in sample.items() if k != "instructions"}
+        templates = [sample["instructions"], *provenance["prompt_templates"]]
+        out.append({**flat, **shared, "provenance": {**provenance, "prompt_templates": templates}})
+    return out
+
+
+def _flat_batch(batch: dict[str, list]) -> dict[str, list]:
+    rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+    flat = [sample for row in rows for sample in flat_samples(row)]
+    return {name: [sample[name] for sample in flat] for name in FifaSample.model_fields}
+
+
+def flat_dataset(dataset, **map_kwargs):
+    """A split of FiFa-Instruct (a `datasets.Dataset` of `FifaImage` rows) as one row per
+    sample (`FifaSample`), e.g. `flat_dataset(load_from_disk(OUT)["train"])`.  Each sample
+    holds its own copy of its image: about 9 times the bytes of the image rows."""
+    from datasets import Image
+
+    from schemas.features import hf_features
+
+    dataset = dataset.cast_column("image", Image(decode=False))  # the bytes pass through as they are
+    return dataset.map(_flat_batch, batched=True, batch_size=64, remove_columns=dataset.column_names,
+                       features=hf_features(FifaSample), **map_kwargs)

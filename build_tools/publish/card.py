@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.common import RejectReason
-from schemas.fifa import SPLITS, TASK_FAMILIES, FifaSample, family_of
+from schemas.fifa import SPLITS, TASK_FAMILIES, FifaImage, TaskSample, family_of
 
 REJECTED = "rejected"  # the rejected table's config, split and folder
 DEFAULT_PRETTY_NAME = "FiFa-Instruct (facext)"
@@ -34,7 +34,7 @@ def card_data(configs: dict[str, dict[str, Any]], sample_features, rejected_feat
     from datasets.utils.metadata import MetadataConfigs
     from huggingface_hub import DatasetCardData
 
-    samples = sum(v["rows"] for v in configs["default"]["splits"].values())
+    samples = sum(v["samples"] for v in configs["default"]["splits"].values())
     data = DatasetCardData(
         language=["en"], license=license, pretty_name=pretty_name, size_categories=[size_category(samples)],
         task_categories=list(TASK_CATEGORIES), tags=list(TAGS), annotations_creators=["machine-generated"],
@@ -119,7 +119,9 @@ def _configs_section(configs: dict[str, dict[str, Any]]) -> str:
     rows = []
     for name, config in configs.items():
         tasks = ", ".join(f"`{t}`" for t in config["tasks"]) if name != REJECTED else "rejected pairs"
-        counts = [config["splits"][s]["rows"] if s in config["splits"] else "–" for s in (*SPLITS, REJECTED)]
+        counts = [(f"{_fmt(config['splits'][s]['samples'])} ({_fmt(config['splits'][s]['rows'])} images)"
+                   if s != REJECTED else _fmt(config["splits"][s]["rows"])) if s in config["splits"] else "–"
+                  for s in (*SPLITS, REJECTED)]
         files = sum(len(v["files"]) for v in config["splits"].values())
         rows.append([f"`{name}`", tasks, *counts, files, config["download_size"]])
     empty = [f"`{name}` {split}" for name, config in configs.items() for split in config["empty"]]
@@ -130,8 +132,10 @@ def _configs_section(configs: dict[str, dict[str, Any]]) -> str:
                      f"cannot load an empty split.")
     if missing:
         notes.append(f"Configs without rows are left out: {', '.join(missing)}.")
-    intro = ("`default` holds every sample (its files are the task families' files); each task family is a "
-             "config of its own; `rejected` lists the pairs that gave no samples.")
+    intro = ("A row is one aligned face crop (the real or the fake of a pair) with the list of samples "
+             "asked about it, so each crop is stored once in a config. `default` holds every sample; each "
+             "task family is a config of its own (its rows hold that family's samples only); `rejected` "
+             "lists the pairs that gave no samples. Counts are samples, with their image rows.")
     return ("## Configurations\n\n" + " ".join([intro, *notes]) + "\n\n"
             + _table(["config", "tasks", *SPLITS, REJECTED, "files", "Parquet bytes"], rows))
 
@@ -150,11 +154,15 @@ from datasets import load_dataset
 ds = load_dataset("{where}", "{name}", split="{split}")   # or {others}
 row = ds[0]
 row["image"]           # PIL image: the aligned face crop
-row["conversations"]   # [{{"from": "human", "value": "<image>\\n..."}}, {{"from": "gpt", "value": "..."}}]
-row["concepts"]        # FICT concept ids, in [SEG] order
+sample = row["samples"][0]            # one of the questions about it
+sample["task"], sample["conversations"]   # [{{"from": "human", "value": "<image>\\n..."}}, {{"from": "gpt", ...}}]
+sample["concepts"]     # FICT concept ids, in [SEG] order
 
 from schemas import decode_mask          # facext; or pycocotools.mask.decode
-masks = [decode_mask(m) for m in row["masks"]]   # one bool (height, width) array per [SEG]
+masks = [decode_mask(m) for m in sample["masks"]]   # one bool (height, width) array per [SEG]
+
+from schemas.fifa import flat_dataset    # facext: one row per sample, each with its image
+flat = flat_dataset(ds)
 ```
 
 Masks (`masks`, `region_masks`) are COCO compressed RLE: `size` is `[height, width]` and `counts` the
@@ -181,10 +189,15 @@ def _type_name(feature) -> str:
 
 def _columns_section(features) -> str:
     rows = []
-    for name, field in FifaSample.model_fields.items():
+    for name, field in FifaImage.model_fields.items():
         key = field.alias or name
         note = field.description or ""
         rows.append([f"`{key}`", f"`{_type_name(features[key])}`", note.replace("|", "/")])
+    sample = features["samples"].feature
+    for name, field in TaskSample.model_fields.items():
+        key = field.alias or name
+        note = field.description or ""
+        rows.append([f"`samples[].{key}`", f"`{_type_name(sample[key])}`", note.replace("|", "/")])
     return "## Columns\n\n" + _table(["column", "type", "what it holds"], rows)
 
 

@@ -4,11 +4,16 @@
 tree a Hub dataset repo holds:
 
     README.md                                   dataset card: YAML metadata + the run
-    data/{family}/{split}-{i:05d}-of-{n:05d}.parquet   samples, one folder per task family
+    data/default/{split}-{i:05d}-of-{n:05d}.parquet    every image row (each crop once)
+    data/{family}/{split}-{i:05d}-of-{n:05d}.parquet   the image rows with that family's samples only
     rejected/rejected-{i:05d}-of-{n:05d}.parquet       the rejected table
 
-Configs: `default` (every family, splits train and test), one per family (`det`, `cls`,
-`image`, `region`, `box`) and `rejected`.  A split without rows is left out of its config
+A row is one aligned crop with the samples about it (`schemas.fifa.FifaImage`).
+Configs: `default` (every sample, splits train and test), one per family (`det`, `cls`,
+`image`, `region`, `box`: the rows holding samples of its tasks, with those samples
+only) and `rejected`.  A family config repeats the crops its samples are about, so the
+Hub holds six copies of a fake crop (default and five families) against seventeen, one
+per sample, in the flat layout.  A split without rows is left out of its config
 and a config without rows altogether is left out (`datasets` cannot load an empty split:
 "Instruction 'test' corresponds to no data").
 
@@ -42,6 +47,7 @@ STAGING = "_publish"  # under OUTPUT: what an upload sends, kept so an upload ca
 UPLOAD_STATE = ".facext_upload"  # the uploader's state inside the staging folder
 EXPORTED = ("data", REJECTED, "README.md")  # what an export owns in its folder
 _PARTIAL = ".partial"
+DEFAULT = "default"  # the config (and data/ folder) of every sample
 
 
 class PublishError(ValueError):
@@ -116,9 +122,12 @@ class _ParquetShards:
         self.writer = None
         self.file_bytes = 0
         self.rows = 0
+        self.samples = 0
         self.num_bytes = 0
 
-    def add(self, batch) -> None:
+    def add(self, batch, samples: int) -> None:
+        """Add a batch of rows that hold `samples` samples (the rejected table: one a row)."""
+        self.samples += samples
         if not batch.num_rows:
             return
         if not batch.schema.equals(self.schema, check_metadata=False):
@@ -163,7 +172,7 @@ class _ParquetShards:
             self._write_group(self.pending_rows)
         if self.writer is not None:
             self._close_file()
-        return {"rows": self.rows, "num_bytes": self.num_bytes, "temps": self.temps}
+        return {"rows": self.rows, "samples": self.samples, "num_bytes": self.num_bytes, "temps": self.temps}
 
 
 def name_files(split: str, written: dict[str, Any]) -> None:
@@ -253,7 +262,7 @@ def _prepare_dest(dest: Path) -> None:
     foreign = sorted(p.name for p in dest.iterdir() if not p.name.startswith(".") and p.name not in EXPORTED)
     data = dest / "data"
     if data.is_dir():
-        foreign += sorted(f"data/{p.name}" for p in data.iterdir() if p.name not in TASK_FAMILIES)
+        foreign += sorted(f"data/{p.name}" for p in data.iterdir() if p.name not in (DEFAULT, *TASK_FAMILIES))
     if foreign:
         raise PublishError(f"{dest} holds {', '.join(foreign)}, which facext publish did not write; "
                            f"choose an empty or new folder")
@@ -316,8 +325,7 @@ def export_for_hub(output: str | os.PathLike, dest: str | os.PathLike, *, max_sh
     _write_text(dest / "README.md", card)
     files = {dest / f for c in configs.values() for s in c["splits"].values() for f in s["files"]}
     _remove_stale(dest, files)
-    splits = {**{s: sum(written[f][s]["rows"] for f in TASK_FAMILIES) for s in SPLITS},
-              REJECTED: written[REJECTED][REJECTED]["rows"]}
+    splits = {**{s: written[DEFAULT][s]["samples"] for s in SPLITS}, REJECTED: written[REJECTED][REJECTED]["rows"]}
     return {
         "dest": str(dest),
         "configs": configs,
@@ -332,50 +340,70 @@ def export_for_hub(output: str | os.PathLike, dest: str | os.PathLike, *, max_sh
 
 def _write_parquet(root: Path, dest: Path, report: dict[str, Any], *, row_group_rows: int, max_shard_bytes: int,
                    progress: bool) -> dict[str, dict[str, dict[str, Any]]]:
-    """Each family's rows of each split, and the rejected table, as Parquet files (under
-    temporary names); returns config -> split -> rows, num_bytes, temporary files.
+    """Each split's image rows (`default`), each family's part of them, and the rejected
+    table, as Parquet files (under temporary names); returns config -> split -> rows,
+    samples, num_bytes, temporary files.
 
-    One pass over the memory-mapped Arrow files per family: a pass touches the `task`
-    column and its family's rows only, and holds at most one batch and one row group."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
+    One pass over the memory-mapped Arrow files per split, holding at most one batch and
+    one row group per config."""
     from pipelines.common.progress import Progress
 
     sizes = {"row_group_rows": row_group_rows, "max_shard_bytes": max_shard_bytes}
-    sample_features, rejected_features = _features(root / SPLITS[0]), _features(root / REJECTED)
+    image_features, rejected_features = _features(root / SPLITS[0]), _features(root / REJECTED)
     total = report["samples"]["total"] + report["pairs_rejected"]
-    written: dict[str, dict[str, dict[str, Any]]] = {family: {} for family in TASK_FAMILIES}
-    with Progress(total=total, desc="export", unit="row", enabled=None if progress else False) as bar:
+    written: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in (DEFAULT, *TASK_FAMILIES)}
+    with Progress(total=total, desc="export", unit="sample", enabled=None if progress else False) as bar:
         for split in SPLITS:
-            rows, routed = 0, 0
-            for family, tasks in TASK_FAMILIES.items():
-                sink = _ParquetShards(dest / "data" / family, split, sample_features, **sizes)
-                wanted, rows = pa.array(tasks), 0
-                for batch in _record_batches(root / split):
-                    rows += batch.num_rows
-                    mine = batch.filter(pc.is_in(batch.column("task"), value_set=wanted))
-                    sink.add(mine)
-                    bar.advance(mine.num_rows, size=mine.nbytes)
-                written[family][split] = sink.finish()
-                routed += written[family][split]["rows"]
-            if routed != rows:
-                raise PublishError(f"{split}: {rows - routed} rows have a task of no family "
-                                   f"(tasks: {', '.join(TASKS)})")
+            sinks = {name: _ParquetShards(dest / "data" / name, split, image_features, **sizes)
+                     for name in (DEFAULT, *TASK_FAMILIES)}
+            for batch in _record_batches(root / split):
+                everything, samples = _only_tasks(batch, TASKS)
+                if everything.num_rows != batch.num_rows:
+                    raise PublishError(f"{split}: {batch.num_rows - everything.num_rows} image rows hold no sample "
+                                       f"of the tasks {', '.join(TASKS)}")
+                sinks[DEFAULT].add(batch, samples)
+                for family, tasks in TASK_FAMILIES.items():
+                    sinks[family].add(*_only_tasks(batch, tasks))
+                bar.advance(samples, size=batch.nbytes)
+            for name, sink in sinks.items():
+                written[name][split] = sink.finish()
+            routed = sum(written[family][split]["samples"] for family in TASK_FAMILIES)
+            if routed != written[DEFAULT][split]["samples"]:
+                raise PublishError(f"{split}: {written[DEFAULT][split]['samples'] - routed} samples have a task "
+                                   f"of no family (tasks: {', '.join(TASKS)})")
         sink = _ParquetShards(dest / REJECTED, REJECTED, rejected_features, **sizes)
         for batch in _record_batches(root / REJECTED):
-            sink.add(batch)
+            sink.add(batch, batch.num_rows)
             bar.advance(batch.num_rows, size=batch.nbytes)
         written[REJECTED] = {REJECTED: sink.finish()}
     return written
 
 
+def _only_tasks(batch, tasks: tuple[str, ...]):
+    """The batch's image rows with only the samples of `tasks`, rows left with none
+    dropped; and how many samples are kept."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lists = batch.column("samples")
+    flat = pc.list_flatten(lists)
+    keep = pc.is_in(pc.struct_field(flat, "task"), value_set=pa.array(tasks))
+    parents = pc.list_parent_indices(lists).filter(keep).to_numpy(zero_copy_only=False)
+    counts = np.bincount(parents, minlength=batch.num_rows)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    kept = pa.ListArray.from_arrays(offsets, flat.filter(keep), type=lists.type)
+    columns = [kept if name == "samples" else batch.column(name) for name in batch.schema.names]
+    rows = pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+    return rows.filter(pa.array(counts > 0)), int(counts.sum())
+
+
 def _configs(dest: Path, written: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Config -> {"tasks", "splits": {split: rows, num_bytes, files (relative)}, download_size,
-    dataset_size, data_files, "empty": splits left out}; `default` adds the families up
-    (its files are theirs).  Splits without rows and configs without any are left out."""
+    """Config -> {"tasks", "splits": {split: rows, samples, num_bytes, files (relative)},
+    download_size, dataset_size, data_files, "empty": splits left out}.  Splits without
+    rows and configs without any are left out."""
     def entry(tasks: tuple[str, ...], splits: dict[str, dict[str, Any]], patterns: dict[str, str]):
-        kept = {s: {"rows": v["rows"], "num_bytes": v["num_bytes"],
+        kept = {s: {"rows": v["rows"], "samples": v["samples"], "num_bytes": v["num_bytes"],
                     "files": [f.relative_to(dest).as_posix() for f in v["files"]]}
                 for s, v in splits.items() if v["rows"]}
         return {"tasks": list(tasks), "splits": kept, "empty": [s for s in splits if s not in kept],
@@ -383,10 +411,7 @@ def _configs(dest: Path, written: dict[str, dict[str, dict[str, Any]]]) -> dict[
                 "dataset_size": sum(v["num_bytes"] for v in kept.values()),
                 "data_files": [{"split": s, "path": patterns[s]} for s in kept]}
 
-    default_splits = {s: {"rows": sum(written[f][s]["rows"] for f in TASK_FAMILIES),
-                          "num_bytes": sum(written[f][s]["num_bytes"] for f in TASK_FAMILIES),
-                          "files": [p for f in TASK_FAMILIES for p in written[f][s]["files"]]} for s in SPLITS}
-    configs = {"default": entry(TASKS, default_splits, {s: f"data/*/{s}-*" for s in SPLITS})}
+    configs = {DEFAULT: entry(TASKS, written[DEFAULT], {s: f"data/{DEFAULT}/{s}-*" for s in SPLITS})}
     for family, tasks in TASK_FAMILIES.items():
         configs[family] = entry(tasks, written[family], {s: f"data/{family}/{s}-*" for s in SPLITS})
     configs[REJECTED] = entry((), written[REJECTED], {REJECTED: f"{REJECTED}/{REJECTED}-*"})
@@ -400,9 +425,13 @@ def _check_against_report(written: dict[str, dict[str, dict[str, Any]]], report:
     for family, tasks in TASK_FAMILIES.items():
         for split in SPLITS:
             expected = sum(by_task_split.get(t, {}).get(split, 0) for t in tasks)
-            found = written[family][split]["rows"]
+            found = written[family][split]["samples"]
             if found != expected:
-                problems.append(f"{family}/{split}: {found} rows, the report says {expected}")
+                problems.append(f"{family}/{split}: {found} samples, the report says {expected}")
+    for split in SPLITS:
+        images = (report.get("images") or {}).get("by_split", {}).get(split)
+        if written[DEFAULT][split]["rows"] != images:
+            problems.append(f"{split}: {written[DEFAULT][split]['rows']} image rows, the report says {images}")
     rejected = written[REJECTED][REJECTED]["rows"]
     if rejected != report["pairs_rejected"]:
         problems.append(f"rejected: {rejected} rows, the report says {report['pairs_rejected']}")

@@ -83,8 +83,9 @@ class RunOutput:
 
     Subclasses set `pipeline` (the name in messages and the report), `sample_type` and
     `rejected_type` (pydantic rows: the Arrow schemas), `splits`, `rejected_order` (the
-    rejected table's sort fields, telling any two rows apart) and `rows_per_input` (only
-    sizes the shard buckets), and implement `build_report`.
+    rejected table's sort fields, telling any two rows apart), `sort_fields` (the shard
+    rows' unique key, which orders them) and `rows_per_input` (only sizes the shard
+    buckets), and implement `build_report`.
     """
 
     pipeline: str
@@ -93,6 +94,7 @@ class RunOutput:
     splits: tuple[str, ...] = ("train", "test")
     rejected_order: tuple[str, ...]
     rows_per_input: int = 1
+    sort_fields: tuple[str, ...] = ("sample_id",)
 
     def __init__(self, settings):
         self.settings = settings
@@ -198,7 +200,7 @@ class RunOutput:
              | "Write batch requests" >> beam.ParDo(_WriteBatchRequests(self.batch_dir)))
         max_rows = self.settings.max_rows_per_shard
         sample_parts = samples | "Write sample shards" >> WriteShards(
-            join(self.tmp, "samples"), self.sample_type, ("sample_id",), max_rows, "split", self.buckets())
+            join(self.tmp, "samples"), self.sample_type, self.sort_fields, max_rows, "split", self.buckets())
         rejected_rows = rejected | "Rejected as rows" >> beam.Map(lambda r: r.model_dump())
         rejected_parts = rejected_rows | "Write rejected table" >> WriteShards(
             join(self.tmp, "rejected"), self.rejected_type, self.rejected_order, max_rows, None,

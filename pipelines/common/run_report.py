@@ -78,6 +78,9 @@ def build_report(settings, events: dict[tuple, float], shards: dict, wall_s: flo
         "stages": stages,
         "samples": {"total": 0 if awaiting else sum(by_split.values()), "by_task": by_task,
                     "by_split": by_split, "by_task_and_split": by_task_split},
+        # Shard rows: one per distinct image, holding the samples about it.
+        "images": {"total": 0 if awaiting else total("images"),
+                   "by_split": {split: 0 if awaiting else total("images", split) for split in splits}},
         "shards": shards,
         # Pairs whose finished analysis a cache held (a re-run, a resumed run) and those analysed now.
         "analysis_cache": {"hits": total("analysis_cache", "hits"), "misses": total("analysis_cache", "misses")},

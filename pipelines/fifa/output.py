@@ -9,22 +9,23 @@ from typing import Any
 from pipelines.common.run_output import RunOutput
 from pipelines.common.run_report import build_report
 from pipelines.fifa.stages import COVERAGE_BINS
-from schemas.fifa import SPLITS, TASKS, FifaSample, RejectedRow
+from schemas.fifa import SPLITS, TASKS, FifaImage, RejectedRow
 
-# Samples a written pair gives: det x2, cls, 3 image-level, 6 region and 6 box (with
-# their negatives).  Only sizes the shard buckets; the counts are measured.
-SAMPLES_PER_PAIR = 18
+# Shard rows a written pair gives: its fake crop and its real crop (each with its
+# samples).  Only sizes the shard buckets; the counts are measured.
+ROWS_PER_PAIR = 2
 # Rejected rows share a pair id when a manifest repeats one; these fields tell them apart.
 REJECTED_ORDER = ("pair_id", "manifest", "row", "stage", "reason", "detail")
 
 
 class FifaOutput(RunOutput):
     pipeline = "fifa_annotate"
-    sample_type = FifaSample
+    sample_type = FifaImage
     rejected_type = RejectedRow
     splits = SPLITS
     rejected_order = REJECTED_ORDER
-    rows_per_input = SAMPLES_PER_PAIR
+    rows_per_input = ROWS_PER_PAIR
+    sort_fields = ("image_id",)
 
     def build_report(self, events: dict[tuple, float], shards: dict, wall_s: float,
                      batch: dict | None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pipelines.fifa.describe import PairDescription, grounded_leaves, referenced
 from prompts.instructions import InstructionLibrary
 from schemas.analysis import PairAnalysis
 from schemas.common import RleMask, TemplateRef, Turn
-from schemas.fifa import CATEGORIES, FifaSample, PairInput, Provenance, TextCheck
+from schemas.fifa import CATEGORIES, FifaImage, PairInput, Provenance, TaskSample, TextCheck
 from schemas.masks import encode_mask
 
 
@@ -71,6 +71,11 @@ def judged_answer(task: str, negative: bool) -> bool:
 
 def sample_id(pair_id: str, task: str, variant: str) -> str:
     return hashlib.sha256(f"fifa\x1f{pair_id}\x1f{task}\x1f{variant}".encode()).hexdigest()[:20]
+
+
+def image_id(pair_id: str, fake: bool) -> str:
+    """`PAIR/fake` or `PAIR/real`: pair ids are unique in a run, so these are too."""
+    return f"{pair_id}/{'fake' if fake else 'real'}"
 
 
 class _Masks:
@@ -140,14 +145,14 @@ class SampleMaker:
         self.matcher = matcher_for(tree)
 
     def make(self, item: AnalyzedPair, description: PairDescription,
-             check: TextCheck | None = None) -> list[FifaSample]:
-        """The pair's samples; `check` (the rate stage's finding) adds the rating to the
-        samples whose answers are the judged texts (`judged_answer`), and to each answer
-        that explains, the concepts it names without an artifact."""
+             check: TextCheck | None = None) -> list[FifaImage]:
+        """The pair's shard rows: its fake crop with every sample about it, and its real
+        crop with the real `det` sample.  `check` (the rate stage's finding) adds the
+        rating to the samples whose answers are the judged texts (`judged_answer`), and
+        to each answer that explains, the concepts it names without an artifact."""
         pair, cfg = item.pair, self.config
-        split = split_of(pair, cfg.test_fraction)
         masks = _Masks(self.tree, item)
-        samples: list[FifaSample] = []
+        about: dict[bool, list[TaskSample]] = {True: [], False: []}  # is_fake -> its samples
         check = check or TextCheck()
         flagged = set(item.flagged)
 
@@ -161,19 +166,13 @@ class SampleMaker:
             if answer.count("[SEG]") != len(seg):
                 raise AssertionError(f"{task}: {answer.count('[SEG]')} [SEG] but {len(seg)} masks")
             named = self.matcher.hallucinated(explanation, flagged) if explanation else []
-            samples.append(FifaSample(
-                sample_id=sid, pair_id=pair.pair_id, task=task, split=split,
-                image=item.fake_png if fake else item.real_png, is_fake=fake, negative=negative,
-                category=pair.category, method=pair.method, subject_id=pair.subject_id,
-                source_dataset=pair.source_dataset,
+            about[fake].append(TaskSample.model_construct(
+                sample_id=sid, task=task, negative=negative,
                 conversations=[Turn(from_="human", value=question), Turn(from_="gpt", value=answer)],
-                masks=list(seg),
-                region_masks=[masks.region_rle(c) for c in concepts],
+                masks=list(seg), region_masks=[masks.region_rle(c) for c in concepts],
                 concepts=list(concepts), bbox=bbox,
-                crop_transform=item.analysis.crop_transform,
                 rating=check.rating if judged_answer(task, negative) else None,
-                hallucinated_concepts=named,
-                provenance=self._provenance(pair, description, task, check),
+                hallucinated_concepts=named, instructions=self._instructions(task),
             ))
 
         lib, seed = self.library, cfg.seed
@@ -262,7 +261,15 @@ class SampleMaker:
                 for task in ("b_toe", "b_age", "b_loc"):
                     sid = sample_id(pair.pair_id, task, "neg")
                     add(task, "neg", ask(task, sid), say("box_negative", sid), bbox=clean, sid=sid)
-        return samples
+        provenance = self._provenance(pair, description, check)
+        split = split_of(pair, cfg.test_fraction)
+        return [FifaImage(
+            image_id=image_id(pair.pair_id, fake), pair_id=pair.pair_id, split=split,
+            image=item.fake_png if fake else item.real_png, is_fake=fake,
+            category=pair.category, method=pair.method, subject_id=pair.subject_id,
+            source_dataset=pair.source_dataset, crop_transform=item.analysis.crop_transform,
+            provenance=provenance, samples=about[fake],
+        ) for fake in (True, False) if about[fake]]
 
     # --- choices -------------------------------------------------------------------------
 
@@ -306,13 +313,16 @@ class SampleMaker:
                 return [x, y, x + bw, y + bh]
         return None
 
-    def _provenance(self, pair: PairInput, description: PairDescription, task: str,
-                    check: TextCheck) -> Provenance:
-        instructions = TemplateRef(id=self.library.template_id(task), version=self.library.content_hash)
+    def _instructions(self, task: str) -> TemplateRef:
+        return TemplateRef(id=self.library.template_id(task), version=self.library.content_hash)
+
+    def _provenance(self, pair: PairInput, description: PairDescription, check: TextCheck) -> Provenance:
+        """What the pair's samples share: where the row came from, who wrote and judged
+        its texts with which templates (each sample adds its own `instructions`)."""
         return Provenance(
             manifest=pair.manifest, row=pair.row, source_dataset=pair.source_dataset,
             describer=description.describer, model=description.model,
             rater=check.rater, rater_model=check.rater_model,
-            prompt_templates=[instructions, *description.templates, *check.templates],
+            prompt_templates=[*description.templates, *check.templates],
             facext_version=self.facext_version, options_hash=self.options_hash,
         )

@@ -378,7 +378,7 @@ class Rate(LlmStage):
 
 
 class MakeSamples(StageFn):
-    """Stage 8: the samples of the 11 tasks, as shard rows."""
+    """Stage 8: the samples of the 11 tasks, as shard rows (a row per distinct crop)."""
 
     stage = Stage.SAMPLES
 
@@ -405,16 +405,19 @@ class MakeSamples(StageFn):
         from schemas.features import to_row
 
         item, description, check = element
-        samples = self.maker.make(item, description, check)
-        self.made.inc(len(samples))
+        rows = self.maker.make(item, description, check)
+        self.made.inc(sum(len(row.samples) for row in rows))
         yield event(("pairs_written",))
         yield from concept_events(item.analysis)
-        templates = {(t.id, t.version) for sample in samples for t in sample.provenance.prompt_templates}
+        templates = {(t.id, t.version) for row in rows
+                     for t in (*row.provenance.prompt_templates, *(s.instructions for s in row.samples))}
         for template_id, version in sorted(templates):
             yield event(("template", template_id, version))
-        for sample in samples:
-            yield event(("samples", sample.task, sample.split))
-            yield OK, to_row(sample)
+        for row in rows:
+            yield event(("images", row.split))
+            for sample in row.samples:
+                yield event(("samples", sample.task, row.split))
+            yield OK, to_row(row)
 
 
 COVERAGE_BINS = 10

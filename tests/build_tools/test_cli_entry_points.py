@@ -218,7 +218,8 @@ def test_beam_run_fifa_annotate_end_to_end(tmp_path):
     assert report["inputs"] == report["pairs_written"] + report["pairs_rejected"]
     assert report["adds_up"] is True
     assert report["pairs_written"] >= 1
-    assert report["samples"]["total"] == sum(len(dataset[s]) for s in dataset)
+    assert report["samples"]["total"] == sum(len(row) for s in dataset for row in dataset[s]["samples"])
+    assert report["images"]["total"] == sum(len(dataset[s]) for s in dataset)
     assert len(datasets.load_from_disk(str(out / "rejected"))) == report["pairs_rejected"]
     assert f"{report['inputs']} inputs" in done.stdout  # the summary line
     assert not (out / "_tmp").exists()

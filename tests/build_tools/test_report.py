@@ -139,7 +139,7 @@ def test_selectors_pick_task_and_concept(small_run, tree, tmp_path):
 
     rows = datasets.concatenate_datasets(list(datasets.load_from_disk(str(output)).values()))
     wanted = concept_filter(("eyebrows",), tree)
-    expected = sum(1 for c in rows["concepts"] if wanted.intersection(c))
+    expected = sum(1 for samples in rows["samples"] for s in samples if wanted.intersection(s["concepts"]))
     drawn = write_report(output, tmp_path / "c.html", Selection(per_task=10**6, concepts=("eyebrows",)),
                          progress=False)
     assert drawn["samples"] == expected > 0

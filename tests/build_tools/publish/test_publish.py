@@ -102,11 +102,19 @@ def _arrow_table(output: Path, split: str):
     return datasets.load_from_disk(str(output / split)).data.table
 
 
-def _family_rows(table, family: str):
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _family_rows(table, family: str) -> list[dict]:
+    """The image rows holding samples of the family, with only those samples (as Python
+    rows, in the shards' order): written without the export's code."""
+    out = []
+    for row in table.to_pylist():
+        mine = [s for s in row["samples"] if s["task"] in FAMILIES[family]]
+        if mine:
+            out.append({**row, "samples": mine})
+    return out
 
-    return table.filter(pc.is_in(table.column("task"), value_set=pa.array(FAMILIES[family])))
+
+def _samples(rows) -> int:
+    return sum(len(r) for r in rows["samples"])
 
 
 def _parquet_table(dest: Path, pattern: str):
@@ -157,14 +165,15 @@ def test_every_config_loads_with_the_runs_counts_and_an_image_feature(exported, 
     dest, summary = exported
     by_task_split = report["samples"]["by_task_and_split"]
     default = datasets.load_dataset(str(dest))
-    assert {s: default[s].num_rows for s in default} == report["samples"]["by_split"]
+    assert {s: _samples(default[s]) for s in default} == report["samples"]["by_split"]
+    assert {s: default[s].num_rows for s in default} == report["images"]["by_split"]
     for family, tasks in FAMILIES.items():
         ds = datasets.load_dataset(str(dest), family)
         expected = {s: sum(by_task_split[t][s] for t in tasks) for s in SPLITS}
-        assert {s: ds[s].num_rows for s in ds} == expected, family
+        assert {s: _samples(ds[s]) for s in ds} == expected, family
         assert isinstance(ds["train"].features["image"], datasets.Image)
         assert isinstance(ds["train"][0]["image"], Image.Image)
-        assert set(ds["train"]["task"]) == set(tasks)
+        assert {sample["task"] for row in ds["train"]["samples"] for sample in row} == set(tasks)
     rejected = datasets.load_dataset(str(dest), REJECTED)
     assert list(rejected) == [REJECTED] and rejected[REJECTED].num_rows == report["pairs_rejected"]
     assert summary["splits"] == {**report["samples"]["by_split"], REJECTED: report["pairs_rejected"]}
@@ -177,17 +186,17 @@ def test_rows_are_the_arrow_shards_rows_in_their_order(exported, output):
     from_disk = datasets.load_from_disk(str(output))
     for split in SPLITS:
         shards = _arrow_table(output, split)
+        default = _parquet_table(dest, f"data/default/{split}-*.parquet")
+        # Every column, image bytes included, equal and in the shards' order.
+        assert default.cast(shards.schema).equals(shards), split
         for family in FAMILIES:
-            expected = _family_rows(shards, family)
             written = _parquet_table(dest, f"data/{family}/{split}-*.parquet")
-            # Every column, image bytes included, equal and in the shards' order.
-            assert written.cast(expected.schema).equals(expected), (family, split)
-        loaded = datasets.load_dataset(str(dest), split=split).select_columns(["sample_id", "conversations"])
-        disk = from_disk[split].select_columns(["sample_id", "conversations"])
-        assert sorted(loaded["sample_id"]) == sorted(disk["sample_id"])
-        by_id = dict(zip(disk["sample_id"], disk["conversations"], strict=True))
-        assert all(by_id[sid] == conv for sid, conv in zip(loaded["sample_id"], loaded["conversations"],
-                                                             strict=True))
+            assert written.cast(shards.schema).to_pylist() == _family_rows(shards, family), (family, split)
+        loaded = datasets.load_dataset(str(dest), split=split).select_columns(["image_id", "samples"])
+        disk = from_disk[split].select_columns(["image_id", "samples"])
+        assert loaded["image_id"] == disk["image_id"] and loaded["samples"] == disk["samples"]
+        # Each crop once in a config: no image id twice.
+        assert len(set(loaded["image_id"])) == loaded.num_rows
     rejected = _parquet_table(dest, f"{REJECTED}/*.parquet")
     assert rejected.cast(_arrow_table(output, REJECTED).schema).equals(_arrow_table(output, REJECTED))
 
@@ -198,9 +207,8 @@ def test_masks_decode_from_the_hub_rows(exported):
     from schemas.masks import decode_mask, mask_area
 
     dest, _ = exported
-    ds = datasets.load_dataset(str(dest), "region", split="train").select_columns(
-        ["conversations", "masks", "negative"])
-    grounded = [row for row in ds if row["masks"]]
+    ds = datasets.load_dataset(str(dest), "region", split="train").select_columns(["samples"])
+    grounded = [sample for row in ds["samples"] for sample in row if sample["masks"]]
     assert grounded
     for row in grounded:
         assert row["conversations"][1]["value"].count("[SEG]") == len(row["masks"])
@@ -216,11 +224,11 @@ def test_parquet_files_have_small_row_groups_a_page_index_and_hf_features(export
     import pyarrow.parquet as pq
 
     from schemas.features import hf_features
-    from schemas.fifa import FifaSample, RejectedRow
+    from schemas.fifa import FifaImage, RejectedRow
 
     dest, summary = exported
     files = sorted(dest.rglob("*.parquet"))
-    assert len(files) == summary["files"] >= len(FAMILIES) * len(SPLITS) + 1
+    assert len(files) == summary["files"] >= (len(FAMILIES) + 1) * len(SPLITS) + 1
     for path in files:
         meta = pq.ParquetFile(path).metadata
         assert meta.num_rows and all(meta.row_group(i).num_rows <= 100 for i in range(meta.num_row_groups))
@@ -232,7 +240,7 @@ def test_parquet_files_have_small_row_groups_a_page_index_and_hf_features(export
                     assert column.compression == "UNCOMPRESSED"  # PNG bytes, stored as they are
                 else:
                     assert column.compression == "SNAPPY", column.path_in_schema
-        record = RejectedRow if path.parent.name == REJECTED else FifaSample
+        record = RejectedRow if path.parent.name == REJECTED else FifaImage
         hf = json.loads(pq.ParquetFile(path).schema_arrow.metadata[b"huggingface"])
         assert hf["info"]["features"] == hf_features(record).to_dict()
         name = FILE_NAME.fullmatch(path.name)
@@ -262,15 +270,15 @@ def test_small_shards_rotate_into_numbered_files_that_still_load(exported, outpu
 
     dest, _ = exported
     small = tmp_path / "small"
-    limit = 1_500_000  # a few rows of 512 px PNG crops
-    summary = export_for_hub(output, small, max_shard_bytes=limit, row_group_rows=2, progress=False)
-    region_test = sorted((small / "data" / "region").glob("test-*.parquet"))
-    assert len(region_test) >= 3 and summary["files"] > len(list(dest.rglob("*.parquet")))
+    limit = 900_000  # two rows of 512 px PNG crops
+    summary = export_for_hub(output, small, max_shard_bytes=limit, row_group_rows=1, progress=False)
+    default_test = sorted((small / "data" / "default").glob("test-*.parquet"))
+    assert len(default_test) >= 3 and summary["files"] > len(list(dest.rglob("*.parquet")))
     groups = []
     for path in small.rglob("*.parquet"):
         parquet = pq.ParquetFile(path)
         meta = parquet.metadata
-        assert all(meta.row_group(i).num_rows <= 2 for i in range(meta.num_row_groups))
+        assert all(meta.row_group(i).num_rows == 1 for i in range(meta.num_row_groups))
         name = FILE_NAME.fullmatch(path.name)
         assert int(name["n"]) == len(list(path.parent.glob(f"{name['split']}-*.parquet")))
         # A file ends before the row group that would take it past the limit (Arrow bytes).
@@ -278,12 +286,12 @@ def test_small_shards_rotate_into_numbered_files_that_still_load(exported, outpu
         assert sum(sizes[:-1]) <= limit
         groups.append(meta.num_row_groups)
     assert max(groups) > 1
-    for family in FAMILIES:
+    for family in ("default", *FAMILIES):
         for split in SPLITS:
             pattern = f"data/{family}/{split}-*.parquet"
             assert _parquet_table(small, pattern).equals(_parquet_table(dest, pattern))
     ds = datasets.load_dataset(str(small), "region")
-    assert {s: ds[s].num_rows for s in ds} == {
+    assert {s: _samples(ds[s]) for s in ds} == {
         s: sum(report["samples"]["by_task_and_split"][t][s] for t in FAMILIES["region"]) for s in SPLITS}
     # Re-exporting with the default size removes the smaller files it no longer writes.
     export_for_hub(output, small, progress=False)
@@ -385,7 +393,13 @@ def test_card_text_reports_the_runs_numbers(exported, report):
     configs = {r["config"]: r for r in _table(_section(body, "Configurations"))}
     for name, config in summary["configs"].items():
         for split in (*SPLITS, REJECTED):
-            assert _number(configs[name][split]) == config["splits"].get(split, {}).get("rows"), (name, split)
+            cell, numbers = configs[name][split], config["splits"].get(split)
+            if numbers is None:
+                assert cell == "–", (name, split)
+            elif split == REJECTED:
+                assert int(cell) == numbers["rows"]
+            else:  # samples, and the image rows that hold them
+                assert cell == f"{numbers['samples']} ({numbers['rows']} images)", (name, split)
         assert int(configs[name]["Parquet bytes"]) == config["download_size"]
     citation = _section(body, "Citation")
     assert "Fake-in-Facext: Towards Fine-Grained Explainable DeepFake Analysis" in citation
@@ -498,7 +512,7 @@ def test_bad_inputs_give_clear_errors(output, tmp_path, hub_client):
     # Shards that disagree with the report: nothing is left behind, not even temporary files.
     report["samples"]["by_task_and_split"]["det"]["train"] += 1
     (waiting / "run_report.json").write_text(json.dumps(report))
-    with pytest.raises(PublishError, match=r"det/train: \d+ rows, the report says"):
+    with pytest.raises(PublishError, match=r"det/train: \d+ samples, the report says"):
         export_for_hub(waiting, tmp_path / "hub", progress=False)
     assert not [p for p in (tmp_path / "hub").rglob("*") if p.is_file()]
 

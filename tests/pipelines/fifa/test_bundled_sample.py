@@ -23,7 +23,7 @@ def test_default_run_writes_all_eleven_tasks(tmp_path, monkeypatch):
     done = run([], runner=FnApiRunner())  # no options at all
     out = tmp_path / "out" / "fifa_instruct"
     ds = datasets.load_from_disk(str(out))
-    tasks = {t for split in ds for t in ds[split]["task"]}
+    tasks = {s["task"] for split in ds for row in ds[split]["samples"] for s in row}
     assert tasks == set(TASKS)
     report = json.loads((out / "run_report.json").read_text())
     assert report["pairs_written"] == SAMPLE_PAIRS and report["adds_up"]

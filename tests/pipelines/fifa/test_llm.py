@@ -226,9 +226,11 @@ def test_samples_carry_the_model_the_prompts_and_the_rating(openai_runs):
 
     from pipelines.fifa.samples import judged_answer
     from prompts.llm_prompts import load_prompts
+    from schemas.fifa import flat_samples
 
     out = openai_runs["root"] / "out1"
-    rows = list(load_from_disk(str(out / "train"))) + list(load_from_disk(str(out / "test")))
+    images = list(load_from_disk(str(out / "train"))) + list(load_from_disk(str(out / "test")))
+    rows = [sample for image in images for sample in flat_samples(image)]
     assert rows
     templates = {t.ref.id: t.ref.version for t in load_prompts().templates.values()}
     for row in rows:

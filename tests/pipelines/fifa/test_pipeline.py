@@ -73,7 +73,7 @@ def manifest_rows(manifest) -> list[dict]:
 @pytest.fixture(scope="session")
 def output(manifest, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fifa_out") / "fifa"
-    run_pipeline(manifest, out, "--max_rows_per_shard", "60", "--test_fraction", "0.5")
+    run_pipeline(manifest, out, "--max_rows_per_shard", "8", "--test_fraction", "0.5")
     return out
 
 
@@ -85,13 +85,22 @@ def dataset(output):
 
 
 @pytest.fixture(scope="session")
-def samples(dataset) -> list[dict]:
+def images(dataset) -> list[dict]:
+    """The shard rows: one per distinct crop, with the samples about it."""
     import datasets
 
     rows = []
     for split in ("train", "test"):
         rows += list(dataset[split].cast_column("image", datasets.Image(decode=False)))
     return rows
+
+
+@pytest.fixture(scope="session")
+def samples(images) -> list[dict]:
+    """The flat view: a row per sample with its image (`schemas.fifa.flat_samples`)."""
+    from schemas.fifa import flat_samples
+
+    return [sample for row in images for sample in flat_samples(row)]
 
 
 @pytest.fixture(scope="session")
@@ -198,7 +207,7 @@ def test_negatives_are_honest(samples):
             assert changed[y0:y1, x0:x1].any()
 
 
-def test_splits_are_identity_disjoint_and_shards_bounded(samples, output, dataset):
+def test_splits_are_identity_disjoint_and_shards_bounded(samples, images, output, report):
     ids = {split: {s["subject_id"] or s["pair_id"] for s in samples if s["split"] == split}
            for split in ("train", "test")}
     assert ids["train"] and ids["test"] and not ids["train"] & ids["test"]
@@ -210,11 +219,29 @@ def test_splits_are_identity_disjoint_and_shards_bounded(samples, output, datase
         for path in sorted((output / folder).glob("data-*.arrow")):
             with pa.memory_map(str(path)) as src:
                 sizes[folder].append(pa.ipc.open_stream(src).read_all().num_rows)
-    assert sum(sizes["train"]) + sum(sizes["test"]) == len(samples)
-    for folder, found in sizes.items():  # as few files as --max_rows_per_shard 60 allows, near-equal
-        assert len(found) == max(1, math.ceil(sum(found) / 60)), (folder, found)
-        assert max(found) <= 60 and max(found) - min(found) <= 1, (folder, found)
+    assert sum(sizes["train"]) + sum(sizes["test"]) == len(images) == report["images"]["total"]
+    for folder, found in sizes.items():  # as few files as --max_rows_per_shard 8 allows, near-equal
+        assert len(found) == max(1, math.ceil(sum(found) / 8)), (folder, found)
+        assert max(found) <= 8 and max(found) - min(found) <= 1, (folder, found)
     assert len(sizes["train"]) + len(sizes["test"]) >= 4  # more rows than one shard may hold
+
+
+def test_each_crop_is_stored_once_with_every_sample_about_it(images, samples, report):
+    """A pair gives two rows, its fake crop (every sample but the real det) and its real
+    crop (the real det only); no image bytes repeat across rows."""
+    import hashlib
+
+    by_pair: dict[str, list[dict]] = {}
+    for row in images:
+        by_pair.setdefault(row["pair_id"], []).append(row)
+    assert len(by_pair) == report["pairs_written"]
+    for pair_id, rows in by_pair.items():
+        assert sorted(r["image_id"] for r in rows) == [f"{pair_id}/fake", f"{pair_id}/real"]
+        real = next(r for r in rows if not r["is_fake"])
+        assert [s["task"] for s in real["samples"]] == ["det"]
+    digests = [hashlib.sha256(row["image"]["bytes"]).hexdigest() for row in images]
+    assert len(set(digests)) == len(images)
+    assert len(samples) == report["samples"]["total"] == sum(len(r["samples"]) for r in images)
 
 
 def test_validate_passes_and_catches_a_broken_report(output, tmp_path):
@@ -240,7 +267,7 @@ def _shard_bytes(root: Path) -> dict[str, bytes]:
 
 def test_rerun_is_byte_identical(manifest, output, tmp_path):
     again = tmp_path / "again"
-    run_pipeline(manifest, again, "--max_rows_per_shard", "60", "--test_fraction", "0.5")
+    run_pipeline(manifest, again, "--max_rows_per_shard", "8", "--test_fraction", "0.5")
     first, second = _shard_bytes(output), _shard_bytes(again)
     assert first.keys() == second.keys()
     assert [k for k in first if first[k] != second[k]] == []
@@ -282,9 +309,9 @@ def test_validate_refuses_a_rating_on_an_unrated_answer(output, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(output, broken)
     train = datasets.load_from_disk(str(output / "train"))
-    pair_rating = next(r for r in train["rating"] if r)
-    moved = train.map(lambda task, rating: {"rating": pair_rating if task == "det" else rating},
-                      input_columns=["task", "rating"])
+    pair_rating = next(s["rating"] for row in train["samples"] for s in row if s["rating"])
+    moved = train.map(lambda samples: {"samples": [{**s, "rating": pair_rating if s["task"] == "det" else s["rating"]}
+                                                   for s in samples]}, input_columns=["samples"])
     shutil.rmtree(broken / "train")
     moved.save_to_disk(str(broken / "train"), num_shards=len(list((output / "train").glob("*.arrow"))))
     problems = validate(broken).problems
@@ -293,7 +320,7 @@ def test_validate_refuses_a_rating_on_an_unrated_answer(output, tmp_path):
 
 # --- bad inputs in two places, and balanced shards ------------------------------------------
 
-N_SMALL = 3  # good pairs: 54 samples, all in train
+N_SMALL = 3  # good pairs: 54 samples about 6 crops, all in train
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +349,7 @@ def two_copies(tmp_path_factory) -> tuple[Path, Path]:
         copy = tmp_path_factory.mktemp("copy") / name
         shutil.copytree(source, copy)
         out = copy.parent / "out"
-        run_pipeline(copy / "bad.jsonl", out, "--max_rows_per_shard", "10", "--test_fraction", "0")
+        run_pipeline(copy / "bad.jsonl", out, "--max_rows_per_shard", "4", "--test_fraction", "0")
         outputs.append(out)
     return outputs[0], outputs[1]
 
@@ -353,8 +380,8 @@ def test_rejected_table_is_the_same_wherever_the_data_lies(two_copies):
 
 
 def test_shards_are_as_few_as_allowed_and_near_equal(two_copies):
-    """54 rows at most 10 a shard: 6 files of 9 rows (it once gave 22 files of 1-6), the
-    same bytes on a re-run elsewhere, loadable, valid."""
+    """6 image rows at most 4 a shard: 2 files of 3 rows (it once gave files of 1 to 6
+    rows), the same bytes on a re-run elsewhere, loadable, valid."""
     import datasets
     import pyarrow as pa
 
@@ -366,12 +393,51 @@ def test_shards_are_as_few_as_allowed_and_near_equal(two_copies):
     for path in files:
         with pa.memory_map(str(path)) as src:
             sizes.append(pa.ipc.open_stream(src).read_all().num_rows)
-    assert sizes == [9] * 6
-    assert [f.name for f in files] == [f"data-{i:05d}-of-00006.arrow" for i in range(6)]
+    assert sizes == [3] * 2
+    assert [f.name for f in files] == [f"data-{i:05d}-of-00002.arrow" for i in range(2)]
     report = json.loads((first / "run_report.json").read_text())
-    assert report["shards"]["train"] == {"files": 6, "rows": 54, "bytes": sum(f.stat().st_size for f in files)}
+    assert report["shards"]["train"] == {"files": 2, "rows": 6, "bytes": sum(f.stat().st_size for f in files)}
     a, b = _shard_bytes(first), _shard_bytes(second)
     assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []
     dataset = datasets.load_from_disk(str(first))
-    assert dataset["train"].num_rows == 54 and dataset["test"].num_rows == 0
+    assert dataset["train"].num_rows == 6 and dataset["test"].num_rows == 0
+    assert sum(len(samples) for samples in dataset["train"]["samples"]) == 54
     assert validate(first).ok, validate(first).problems
+
+
+def test_the_flat_view_is_a_row_per_sample_with_its_image(dataset, samples, report):
+    """`flat_dataset`, the one call for a row per sample, gives every sample once with its
+    crop's bytes and the flat schema (`FifaSample`); its provenance lists the sample's
+    instruction template first."""
+    import datasets
+
+    from schemas.features import hf_features
+    from schemas.fifa import FifaSample, flat_dataset
+
+    flat = {split: flat_dataset(dataset[split]) for split in ("train", "test")}
+    for split, ds in flat.items():
+        assert ds.features.to_dict() == hf_features(FifaSample).to_dict()
+        assert ds.num_rows == report["samples"]["by_split"][split]
+    rows = [r for ds in flat.values() for r in ds.cast_column("image", datasets.Image(decode=False))]
+    assert sorted(r["sample_id"] for r in rows) == sorted(s["sample_id"] for s in samples)
+    by_id = {s["sample_id"]: s for s in samples}
+    for row in rows:
+        ours = by_id[row["sample_id"]]
+        assert row["image"]["bytes"] == ours["image"]["bytes"] and row["conversations"] == ours["conversations"]
+        assert row["provenance"]["prompt_templates"][0]["id"].startswith(f"fifa_instructions/{row['task']}@")
+
+
+def test_validate_refuses_a_crop_stored_twice(output, tmp_path):
+    import datasets
+
+    from build_tools.validate import validate
+
+    broken = tmp_path / "broken"
+    shutil.copytree(output, broken)
+    train = datasets.load_from_disk(str(output / "train"))
+    twice = datasets.concatenate_datasets([train, train.select([0])])
+    shutil.rmtree(broken / "train")
+    twice.save_to_disk(str(broken / "train"), num_shards=len(list((output / "train").glob("*.arrow"))))
+    problems = validate(broken).problems
+    assert any(f"{train[0]['image_id']}: duplicate image_id (a crop stored twice)" in p for p in problems), problems
+    assert any("train has" in p and "images" in p for p in problems), problems

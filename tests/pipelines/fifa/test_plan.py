@@ -110,7 +110,8 @@ def test_rater_none_keeps_every_pair_unrated(two_pairs, tmp_path, no_keys):
     report = json.loads((out / "run_report.json").read_text())
     assert report["pairs_written"] == 2 and report["ratings"]["pairs_rated"] == 0
     rows = list(load_from_disk(str(out / "train"))) + list(load_from_disk(str(out / "test")))
-    assert rows and all(r["rating"] is None and r["provenance"]["rater"] is None for r in rows)
+    assert rows and all(r["provenance"]["rater"] is None for r in rows)
+    assert all(s["rating"] is None for r in rows for s in r["samples"])
     assert report["hallucination"]["texts"] > 0 and report["hallucination"]["rate"] == 0.0
 
 
