@@ -221,7 +221,9 @@ def _flat_batch(batch: dict[str, list]) -> dict[str, list]:
 def flat_dataset(dataset, **map_kwargs):
     """A split of FiFa-Instruct (a `datasets.Dataset` of `FifaImage` rows) as one row per
     sample (`FifaSample`), e.g. `flat_dataset(load_from_disk(OUT)["train"])`.  Each sample
-    holds its own copy of its image: about 9 times the bytes of the image rows."""
+    holds its own copy of its image: about 9 times the bytes of the image rows, which
+    `datasets` caches beside the shards it read (pass `cache_file_name=` to put them
+    elsewhere, or `keep_in_memory=True` for a small split)."""
     from datasets import Image
 
     from schemas.features import hf_features

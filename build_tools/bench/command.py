@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", default=None,
                         help="publish: an existing pipeline output to measure (default: run --n generated pairs)")
     parser.add_argument("--per-task", type=int, default=2, help="publish: report samples per task (default 2)")
+    parser.add_argument("--jpeg", type=int, default=None, metavar="SIZE",
+                        help="analysis, pipeline: time JPEG pairs (quality 95) whose longer side is SIZE, e.g. "
+                             "512, made from the generated ones (default: the generated PNG pairs)")
+    parser.add_argument("--quick", action="store_true",
+                        help="pipeline: one core only, without the 1-and-2-worker runs and the LLM stage")
     parser.add_argument("--pipeline-pairs", type=int, default=8,
                         help="llm: also describe and rate this many generated pairs through the pipeline "
                              "(0: the client scenarios only; default 8)")
@@ -46,18 +52,33 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(summary(report))
         print(f"wrote {args.output or 'bench_llm.json'}")
         return 0
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     if not args.all_cores and not args.workers:
         pin_to_one_core()
     measure = bench_pipeline if args.target == "pipeline" else bench_analysis
     extra = {"workers": args.workers} if args.target == "pipeline" else {}
-    if args.pairs:
-        report = measure(Path(args.pairs), **extra)
-    else:
-        from pipelines.fifa.sample_data import make_sample_pairs
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs = Path(args.pairs) if args.pairs else None
+        if pairs is None:
+            from pipelines.fifa.sample_data import make_sample_pairs
 
-        with tempfile.TemporaryDirectory() as tmp:
-            make_sample_pairs(tmp, n=args.n, seed=args.seed)
-            report = measure(Path(tmp), **extra)
+            pairs = Path(tmp) / "generated"
+            make_sample_pairs(pairs, n=args.n, seed=args.seed)
+        if args.jpeg:
+            from build_tools.bench.pipeline import jpeg_pairs
+
+            jpeg_pairs(pairs, Path(tmp) / "jpeg", size=args.jpeg)
+            pairs = Path(tmp) / "jpeg"
+        report = measure(pairs, **extra)
+        report["inputs"] = f"{args.jpeg} px JPEG pairs (quality 95)" if args.jpeg else "generated PNG pairs"
+        if args.target == "pipeline" and not args.quick:
+            from build_tools.bench.llm import run_pipeline_scenario
+            from build_tools.bench.pipeline import bench_scale_out
+
+            if cores is not None:
+                os.sched_setaffinity(0, cores)  # the workers get every core
+            report["scale_out"] = bench_scale_out(pairs)
+            report["llm"] = run_pipeline_scenario(pairs=args.pipeline_pairs)
     args.output = args.output or f"bench_{args.target}.json"
     report["one_core"] = not args.all_cores and not args.workers
     if args.target == "pipeline":
@@ -75,6 +96,20 @@ def run_from_args(args: argparse.Namespace) -> int:
               f"{report['ratio_to_analysis']:.2f}; peak RSS {report['peak_rss_mb']:.0f} MB "
               f"({report['peak_rss_mb_quarter_run']:.0f} MB after the quarter run; "
               f"children {report['peak_rss_children_mb']:.0f} MB)")
+        print(f"  floor with the PNG encoding of both crops {report['floor_with_encode_ms_per_pair']:.0f} ms: "
+              f"pipeline / that = {report['ratio_to_floor_with_encode']:.2f}")
+        b = report["bytes"]
+        print(f"  {b['bytes_per_pair'] / 1e3:.0f} KB per pair, {b['bytes_per_sample'] / 1e3:.1f} KB per sample; "
+              f"{b['bytes_over_distinct_crops']:.3f} x the PNG bytes of the distinct crops")
+        if "scale_out" in report:
+            runs = report["scale_out"]["runs"]
+            print("  workers, steady state: " + ", ".join(f"{n}: {r['pairs_per_s']} pairs/s (efficiency "
+                                                          f"{r['efficiency']})" for n, r in runs.items()))
+        if "llm" in report:
+            llm = report["llm"]
+            print(f"  LLM stage through the pipeline: {llm['achieved_calls_per_s']} calls/s of "
+                  f"{llm['expected_calls_per_s']} = {llm['achieved_over_expected']} "
+                  f"(latency {llm['latency_s']} s, concurrency {llm['concurrency']}, {llm['pairs']} pairs)")
         print(f"wrote {args.output}")
         return 0
     report["machine"] = machine()

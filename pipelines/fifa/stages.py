@@ -438,6 +438,9 @@ def concept_events(analysis) -> list:
 
 
 # zlib level 1: a 512 px crop encodes in a quarter of level 6's time (23 vs 98 ms) for 8 % more bytes.
+# zlib's RLE strategy would be 10 % faster again and 2-5 % smaller on face crops (13.4 vs
+# 14.9 ms, 368 vs 375 KB on 512 px JPEG faces), but other bytes for the same pixels change
+# every LLM cache key that shows a crop: a re-run would pay for those calls again.
 PNG_COMPRESSION = 1
 
 
