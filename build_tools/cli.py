@@ -105,18 +105,29 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     options = FifaOptions.from_argv([*args.pipeline_options, "--dry_run=true"],
                                     also=ESTIMATE_FLAGS).view_as(FifaOptions)
     settings = FifaSettings.from_options(options)
-    result = estimate(settings, sample=args.sample, batch=args.batch)
+    if args.pairs is not None and args.pairs < 1 or args.workers < 1 or args.rpm <= 0:
+        print("error: --pairs and --workers must be at least 1, --rpm above 0", file=sys.stderr)
+        return 2
+    result = estimate(settings, sample=args.sample, batch=args.batch, pairs=args.pairs, workers=args.workers,
+                      rpm=args.rpm)
     print(json.dumps(result, indent=2) if args.json else estimate_text(result))
     return 0
 
 
-ESTIMATE_FLAGS = ("--sample", "--batch", "--json")  # estimate's own; every other option is the pipeline's
+ESTIMATE_FLAGS = ("--sample", "--batch", "--json", "--pairs", "--workers", "--rpm")  # estimate's own; every other option is the pipeline's
 
 
 def _estimate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", type=int, default=5, help="pairs to analyse and render (default 5)")
     parser.add_argument("--batch", action="store_true", help="price at the batch APIs' half price")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--pairs", type=int, default=None,
+                        help="price a run of this many pairs like the sampled ones (not the manifest's rows): "
+                             "model calls at standard and batch prices, compute on Dataflow, dataset bytes")
+    parser.add_argument("--workers", type=int, default=10, help="with --pairs: Dataflow workers (default 10)")
+    parser.add_argument("--rpm", type=float, default=1000,
+                        help="with --pairs: requests a minute your model accounts allow, all workers together "
+                             "(default 1000)")
 
 
 def _pipeline_options(argv: list[str]) -> list[str]:

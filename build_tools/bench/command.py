@@ -14,9 +14,10 @@ from build_tools.bench.pipeline import FLOOR_STAGES, bench_analysis, bench_pipel
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=["analysis", "pipeline", "llm", "publish"],
+    parser.add_argument("target", choices=["analysis", "pipeline", "llm", "publish", "memory"],
                         help="what to measure (llm: client throughput against a local server; publish: "
-                             "Parquet export and report page of a run)")
+                             "Parquet export and report page of a run; memory: peak RSS of whole runs of "
+                             "--sizes pairs)")
     parser.add_argument("--n", type=int, default=20, help="generated pairs to time (default 20)")
     parser.add_argument("--workers", type=int, default=None,
                         help="pipeline: DirectRunner multi-process workers (default: in-process "
@@ -32,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jpeg", type=int, default=None, metavar="SIZE",
                         help="analysis, pipeline: time JPEG pairs (quality 95) whose longer side is SIZE, e.g. "
                              "512, made from the generated ones (default: the generated PNG pairs)")
+    parser.add_argument("--sizes", default="1000,5000",
+                        help="memory: pairs in each run, comma-separated (default 1000,5000)")
     parser.add_argument("--quick", action="store_true",
                         help="pipeline: one core only, without the 1-and-2-worker runs and the LLM stage")
     parser.add_argument("--pipeline-pairs", type=int, default=8,
@@ -52,6 +55,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(summary(report))
         print(f"wrote {args.output or 'bench_llm.json'}")
         return 0
+    if args.target == "memory":
+        return _bench_memory(args)
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     if not args.all_cores and not args.workers:
         pin_to_one_core()
@@ -124,4 +129,27 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(f"floor (decode + 3 model inferences): {report['floor_ms_per_pair']:.2f} ms; "
           f"whole / floor = {report['ratio_to_floor']:.2f}")
     print(f"wrote {args.output}")
+    return 0
+
+
+def _bench_memory(args: argparse.Namespace) -> int:
+    from build_tools.bench.pipeline import bench_memory, jpeg_pairs
+
+    sizes = tuple(int(n) for n in args.sizes.split(","))
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs = Path(args.pairs) if args.pairs else None
+        if pairs is None:
+            from pipelines.fifa.sample_data import make_sample_pairs
+
+            pairs = Path(tmp) / "generated"
+            make_sample_pairs(pairs, n=args.n, seed=args.seed)
+        jpeg_pairs(pairs, Path(tmp) / "jpeg", size=args.jpeg or 512)
+        report = {**bench_memory(Path(tmp) / "jpeg", sizes), "machine": machine()}
+    output = args.output or "bench_memory.json"
+    Path(output).write_text(json.dumps(report, indent=2) + "\n")
+    for size, run in report["runs"].items():
+        print(f"{size} pairs: peak RSS {run['peak_rss_mb']:.0f} MB, {run['pairs_written']} written, "
+              f"{run['wall_s']:.0f} s")
+    print(f"largest / smallest = {report['largest_over_smallest']:.3f} ({'flat' if report['flat'] else 'grows'})")
+    print(f"wrote {output}")
     return 0

@@ -223,3 +223,67 @@ def jpeg_pairs(source: Path, dest: Path, size: int = 512, quality: int = 95) -> 
     manifest = dest / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return manifest
+
+
+_PEAK_RSS_OF_A_RUN = """
+import json, resource, sys
+from pipelines.fifa_annotate import run
+done = run(sys.argv[1:])
+print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "pairs_written": done.report["pairs_written"], "samples": done.report["samples"]["total"]}))
+"""
+
+
+def bench_memory(pairs_dir: Path, sizes: tuple[int, ...] = (1000, 5000)) -> dict:
+    """Peak RSS of whole runs (the default runner, each in a fresh process) over manifests
+    of `sizes` pairs: flat memory means the larger run peaks where the smaller one does.
+
+    The pairs are the folder's good pairs, each repeated with its two images shifted
+    alike by a few pixels (and mirrored), so every row has pixels of its own and the
+    analysis cache cannot serve one row from another."""
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+
+    base = [json.loads(line) for line in (pairs_dir / "manifest.jsonl").read_text().splitlines() if line]
+    base = [row for row in base if not row.get("expected_reject")]
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "pairs"
+        folder.mkdir()
+        images: dict[str, str] = {}
+
+        def variant(path: str, v: int) -> str:
+            name = f"{Path(path).stem}_v{v}.jpg"
+            if name not in images:
+                image = cv2.imread(str(pairs_dir / path), cv2.IMREAD_COLOR)
+                dx, dy = v % 7 - 3, v // 7 % 7 - 3
+                image = cv2.warpAffine(image, np.float32([[1, 0, dx], [0, 1, dy]]), image.shape[1::-1],
+                                       borderMode=cv2.BORDER_REPLICATE)
+                if v // 49 % 2:
+                    image = image[:, ::-1]
+                cv2.imwrite(str(folder / name), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+                images[name] = name
+            return f"pairs/{name}"
+
+        for size in sorted(sizes):
+            rows = []
+            for k in range(size):
+                row, v = base[k % len(base)], k // len(base)
+                rows.append({"pair_id": f"{row['pair_id']}-v{v}", "real": variant(row["real"], v),
+                             "fake": variant(row["fake"], v), "method": row.get("method", ""),
+                             "category": row.get("category", "")})
+            manifest = Path(tmp) / f"pairs_{size}.jsonl"
+            manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            start = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-c", _PEAK_RSS_OF_A_RUN, "--input", str(manifest), "--output", f"{tmp}/out{size}",
+                 "--analysis_cache", f"{tmp}/cache{size}", "--llm_cache", f"{tmp}/llm{size}"],
+                capture_output=True, text=True, check=True, env={**os.environ, "FACEXT_PROGRESS": "0"})
+            runs[str(size)] = {**json.loads(done.stdout.strip().splitlines()[-1]),
+                               "wall_s": round(time.perf_counter() - start, 1)}
+    peaks = [runs[str(s)]["peak_rss_mb"] for s in sorted(sizes)]
+    return {"runs": runs, "largest_over_smallest": round(peaks[-1] / peaks[0], 3),
+            "runner": "DirectRunner (in process)", "flat": peaks[-1] <= 1.1 * peaks[0]}

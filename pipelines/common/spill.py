@@ -85,7 +85,11 @@ class _UnspillBatch(beam.DoFn):
 class SpilledBatches(beam.PTransform):
     """Elements regrouped into batches of about `batch_size` (lists), spread over workers;
     the shuffle carries references.  An element's batch is a stable hash of `key_fn(element)`
-    over `n_batches` buckets, so batches are the same on every run."""
+    over `n_batches` buckets, so batches are the same on every run.
+
+    Takes one PCollection or several (a tuple): each is spilled where it is made, before
+    they meet, since a Flatten of collections made in another stage is where the local
+    runner would hold every element in memory."""
 
     def __init__(self, spill_dir: str, key_fn, n_batches: int):
         super().__init__()
@@ -97,8 +101,12 @@ class SpilledBatches(beam.PTransform):
         digest = hashlib.sha256(str(self.key_fn(element)).encode()).digest()
         return int.from_bytes(digest[:8], "big") % self.n_batches, ref
 
-    def expand(self, pcoll):
-        return (pcoll
-                | "Spill" >> beam.ParDo(Spill(self.spill_dir, self._keyed))
+    def expand(self, pcolls):
+        if not isinstance(pcolls, tuple):
+            pcolls = (pcolls,)
+        refs = [pcoll | f"Spill {i}" >> beam.ParDo(Spill(self.spill_dir, self._keyed))
+                for i, pcoll in enumerate(pcolls)]
+        return (tuple(refs)
+                | "References" >> beam.Flatten()
                 | "Group references" >> beam.GroupByKey()
                 | "Read back batches" >> beam.ParDo(_UnspillBatch()))

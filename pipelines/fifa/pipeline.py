@@ -81,7 +81,7 @@ def build(p: beam.Pipeline, settings: FifaSettings, output: FifaOutput, progress
     artifacts = stage(located[OK], "Artifact analysis", AnalyseArtifacts(analysis, cache))
     concepts = stage(artifacts[OK], "Concepts and evidence", ConceptsAndEvidence(analysis, cache),
                      (OK, REJECTED, EVENTS))
-    analysed = (concepts[OK], loaded[CACHED]) | "Analysed pairs" >> beam.Flatten()
+    analysed = (concepts[OK], loaded[CACHED])  # spilled apart, met as references (`SpilledBatches`)
     # Batches spread over workers; a batch's pairs are described `--llm_concurrency` at a time.
     batches = analysed | "Batch pairs" >> SpilledBatches(output.spill_dir, pair_id_of, settings.batches())
     described = stage(batches, "Describe", Describe(settings.describer, settings.describer_llm),
@@ -99,8 +99,8 @@ def build(p: beam.Pipeline, settings: FifaSettings, output: FifaOutput, progress
     output.write(samples[OK], rejected, events, (described[PENDING], rated[PENDING]))
     if progress_dir:
         count_progress(progress_dir, "analysed", manifest["rejected"], loaded[REJECTED], located[REJECTED],
-                       artifacts[REJECTED], concepts[REJECTED], analysed)
-        count_progress(progress_dir, "passed", analysed)
+                       artifacts[REJECTED], concepts[REJECTED], *analysed)
+        count_progress(progress_dir, "passed", *analysed)
         count_progress(progress_dir, "finished", described[REJECTED], rated[REJECTED], samples[REJECTED])
         count_progress(progress_dir, "finished", described[EVENTS], rated[EVENTS], samples[EVENTS],
                        weight=_finishing, first=3)

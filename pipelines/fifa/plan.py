@@ -176,17 +176,23 @@ def _write(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def estimate(settings, sample: int = 5, batch: bool = False) -> dict[str, Any]:
+def estimate(settings, sample: int = 5, batch: bool = False, pairs: int | None = None,
+             workers: int = 10, rpm: float = 1000) -> dict[str, Any]:
     """Expected calls, tokens and cost of a run, from `sample` analysed pairs.  Rows that
     repeat an earlier row's pair_id are no pairs (the pipeline rejects them): the expected
-    pairs are the other rows times the sample's pass rate."""
+    pairs are the other rows times the sample's pass rate.
+
+    With `pairs`, the run is priced for that many pairs like the sampled ones (not the
+    manifest's rows), at standard and batch prices both, with its compute on `workers`
+    Dataflow workers (calls made at `rpm` requests a minute) and its bytes
+    (`pipelines.fifa.scale`)."""
     from pipelines.llm.prices import load_prices
 
-    rows = settings.expected_inputs
-    unique = sum(1 for _ in manifest_rows(settings))
-    pairs, passed, tried = analysed_sample(settings, sample, spread=4, rows_total=unique)
+    in_manifest = sum(1 for _ in manifest_rows(settings))
+    rows, unique = (settings.expected_inputs, in_manifest) if pairs is None else (pairs, pairs)
+    sampled, passed, tried = analysed_sample(settings, sample, spread=4, rows_total=in_manifest)
     pass_rate = passed / tried if tried else 0.0
-    plans = recorded_plans(settings, pairs)
+    plans = recorded_plans(settings, sampled)
     prices = load_prices()
     per_model: dict[str, dict[str, float]] = {}
     for plan in plans:
@@ -202,14 +208,17 @@ def estimate(settings, sample: int = 5, batch: bool = False) -> dict[str, Any]:
         scale = expected_pairs / len(plans) if plans else 0.0
         calls, tokens_in, tokens_out = (math.ceil(entry[k] * scale) for k in ("calls", "input_tokens", "output_tokens"))
         cost = prices.cost(name.split("/", 1)[1], tokens_in, tokens_out, batch=batch)
+        other_tier = prices.cost(name.split("/", 1)[1], tokens_in, tokens_out, batch=not batch)
         total_cost = None if cost is None or total_cost is None else total_cost + cost
         models[name] = {"calls": calls, "input_tokens": tokens_in, "output_tokens": tokens_out,
                         "cost_usd": None if cost is None else round(cost, 4),
+                        ("cost_usd_standard" if batch else "cost_usd_batch"):
+                            None if other_tier is None else round(other_tier, 4),
                         "calls_per_pair": round(entry["calls"] / len(plans), 2)}
     return {
         "input": settings.input_pattern, "rows": rows, "duplicate_rows": rows - unique,
         "sampled_rows": tried, "passed_rows": passed,
-        "described_pairs": len(pairs),
+        "described_pairs": len(sampled), "priced_for_pairs": pairs,
         "analysis_pass_rate": round(pass_rate, 4), "expected_pairs": round(expected_pairs),
         "describer": settings.describer, "rater": settings.rater, "batch": batch,
         "models": models, "calls": sum(m["calls"] for m in models.values()),
@@ -219,17 +228,30 @@ def estimate(settings, sample: int = 5, batch: bool = False) -> dict[str, Any]:
         "prices_as_of": prices.as_of,
         "note": "tokens from the rendered prompts of the sampled pairs (about 4 characters a token plus "
                 "the provider's image tokens) and typical answer lengths; cache hits cost nothing",
+        **({"compute": _compute(unique, expected_pairs, sum(m["calls"] for m in models.values()), settings,
+                                workers, rpm)} if pairs is not None else {}),
     }
+
+
+def _compute(pairs: int, written: float, calls: int, settings, workers: int, rpm: float) -> dict[str, Any]:
+    from pipelines.fifa.scale import compute_figures
+
+    return compute_figures(pairs, written, calls, crop_size=settings.crop_size, workers=workers, rpm=rpm)
 
 
 def estimate_text(result: dict[str, Any]) -> str:
     repeated = (f" ({result['duplicate_rows']} repeat an earlier row's pair_id: rejected, not counted)"
                 if result["duplicate_rows"] else "")
-    lines = [(f"{result['rows']} manifest rows{repeated}; {result['passed_rows']} of {result['sampled_rows']} "
+    what = (f"{result['rows']:,} pairs (--pairs) like those of {result['input']}" if result.get("priced_for_pairs")
+            else f"{result['rows']} manifest rows")
+    lines = [(f"{what}{repeated}; {result['passed_rows']} of {result['sampled_rows']} "
               f"sampled rows passed the analysis -> about {result['expected_pairs']} pairs to describe "
               f"(prompts rendered for {result['described_pairs']})")]
     for name, m in result["models"].items():
         cost = "unknown price" if m["cost_usd"] is None else _dollars(m["cost_usd"])
+        other = m.get("cost_usd_batch", m.get("cost_usd_standard"))
+        if m["cost_usd"] is not None and other is not None and "compute" in result:
+            cost += f" ({_dollars(other)} {'standard' if result['batch'] else 'with the batch API'})"
         lines.append(f"  {name}: {m['calls']:,} calls ({m['calls_per_pair']} per pair), "
                      f"{m['input_tokens']:,} input + {m['output_tokens']:,} output tokens, {cost}")
     if not result["models"]:
@@ -237,6 +259,10 @@ def estimate_text(result: dict[str, Any]) -> str:
     total = "unknown" if result["cost_usd"] is None else _dollars(result["cost_usd"])
     tier = "batch (half price)" if result["batch"] else "standard"
     lines.append(f"total: {result['calls']:,} calls, {total} at {tier} prices as of {result['prices_as_of']}")
+    if "compute" in result:
+        from pipelines.fifa.scale import compute_text
+
+        lines.append(compute_text(result["compute"]))
     return "\n".join(lines)
 
 

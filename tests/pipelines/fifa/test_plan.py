@@ -134,3 +134,33 @@ def test_estimate_counts_a_repeated_pair_id_once(two_pairs, no_keys, capsys):
     assert (result["sampled_rows"], result["passed_rows"]) == (3, 2)  # each id tried once
     assert result["expected_pairs"] == 2
     assert "5 manifest rows (2 repeat an earlier row's pair_id" in estimate_text(result)
+
+
+def test_estimate_for_n_pairs_adds_compute_bytes_and_both_price_tiers(two_pairs, no_keys, capsys):
+    """`--pairs N` prices N pairs like the sampled ones: calls scale with N times the pass
+    rate, each model shows its batch price beside the standard one, and the compute and
+    bytes follow the measured per-pair costs of pipelines/fifa/data/scale.yaml."""
+    from build_tools.cli import main
+    from pipelines.fifa.scale import load_scale
+
+    argv = ["estimate", "--input", str(two_pairs), "--describer", "openai", "--rater", "openai", "--sample", "3",
+            "--json"]
+    assert main(argv) == 0
+    small = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--pairs", "30000", "--workers", "4", "--rpm", "500"]) == 0
+    big = json.loads(capsys.readouterr().out)
+    assert big["rows"] == 30000 and big["expected_pairs"] == 20000  # 2 of the 3 sampled rows pass
+    model = big["models"]["openai/gpt-4o-mini"]
+    assert model["calls"] == pytest.approx(small["models"]["openai/gpt-4o-mini"]["calls"] * 10000, rel=0.01)
+    assert model["cost_usd_batch"] == pytest.approx(model["cost_usd"] / 2, rel=0.01)
+    compute, table = big["compute"], load_scale()
+    assert compute["vcpu_hours"] == pytest.approx(
+        30000 * table["measured"]["cpu_ms_per_pair"] / 3.6e6 / table["dataflow"]["scaling_efficiency"], abs=0.01)
+    assert compute["llm_hours"] == pytest.approx(big["calls"] / 500 / 60, abs=0.01)
+    assert compute["wall_hours"] == pytest.approx(max(compute["llm_hours"], compute["batch_wall_hours"]), abs=0.01)
+    assert compute["samples"] == 20000 * table["measured"]["samples_per_written_pair"]
+    assert compute["dataset_gb"] == pytest.approx(20000 * table["measured"]["bytes_per_written_pair"] / 1e9, abs=0.01)
+    assert main([*argv[:-1], "--pairs", "30000"]) == 0
+    text = capsys.readouterr().out
+    assert "30,000 pairs (--pairs)" in text and "with the batch API" in text and "Dataflow n2-standard-4" in text
+    assert main([*argv, "--pairs", "0"]) == 2
