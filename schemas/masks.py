@@ -38,16 +38,31 @@ _MAX_GROUP = 12
 
 # --------------------------------------------------------------------------- encode
 def _run_lengths(mask: np.ndarray) -> np.ndarray:
-    """Alternating run lengths of the column-major flattened mask, zeros first."""
-    flat = mask.ravel(order="F")
-    n = flat.size
+    """Alternating run lengths of the column-major flattened mask, zeros first.
+
+    Found from the row-major mask without transposing it (a strided copy costs most of
+    an encode): a run ends between rows i and i+1 of column j, at column-major position
+    j*h + i + 1, or at a seam between the last pixel of column j and the first of j + 1.
+    A mask with very many runs (noise) takes the transposed path, whose cost does not
+    grow with them."""
+    h, w = mask.shape
+    n = h * w
     if n == 0:
         return np.zeros(1, dtype=np.int64)
-    # A run ends wherever the value changes; the leading zeros run may be empty.
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    first = [0] if flat[0] else []  # first pixel set -> an empty leading run of zeros
+    inside = np.flatnonzero(mask[1:] != mask[:-1])  # row-major over the (h-1, w) differences
+    if inside.size > _MANY_RUNS:
+        flat = mask.ravel(order="F")
+        change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    else:
+        rows, cols = np.divmod(inside, w)
+        seams = (np.flatnonzero(mask[-1, :-1] != mask[0, 1:]) + 1) * h
+        change = np.sort(np.concatenate((cols * h + rows + 1, seams)))
+    first = [0] if mask[0, 0] else []  # first pixel set -> an empty leading run of zeros
     edges = np.concatenate(([0], first, change, [n]))
     return np.diff(edges).astype(np.int64)
+
+
+_MANY_RUNS = 16384  # above this, sorting the run ends costs more than transposing
 
 
 def _counts_to_string(counts: np.ndarray) -> str:

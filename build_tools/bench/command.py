@@ -83,7 +83,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             if cores is not None:
                 os.sched_setaffinity(0, cores)  # the workers get every core
             report["scale_out"] = bench_scale_out(pairs)
-            report["llm"] = run_pipeline_scenario(pairs=args.pipeline_pairs)
+            report["llm"] = run_pipeline_scenario(pairs=args.pipeline_pairs) if args.pipeline_pairs else None
     args.output = args.output or f"bench_{args.target}.json"
     report["one_core"] = not args.all_cores and not args.workers
     if args.target == "pipeline":
@@ -110,7 +110,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             runs = report["scale_out"]["runs"]
             print("  workers, steady state: " + ", ".join(f"{n}: {r['pairs_per_s']} pairs/s (efficiency "
                                                           f"{r['efficiency']})" for n, r in runs.items()))
-        if "llm" in report:
+        if report.get("llm"):
             llm = report["llm"]
             print(f"  LLM stage through the pipeline: {llm['achieved_calls_per_s']} calls/s of "
                   f"{llm['expected_calls_per_s']} = {llm['achieved_over_expected']} "

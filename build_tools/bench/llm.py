@@ -93,12 +93,44 @@ def run_scenario(s: Scenario) -> dict:
     }
 
 
-def run_pipeline_scenario(pairs: int = 8, latency_s: float = 0.2, concurrency: int = 8) -> dict:
+# The protocol server in a process of its own: parsing megabyte request bodies in the
+# pipeline's process would take its GIL and a share of its cores that a remote service
+# does not.  It prints its URL, serves until stdin closes, then prints what it saw.
+_SERVER_PROCESS = """
+import json, sys
+from build_tools.fakes.llm_server import LocalLlmServer
+with LocalLlmServer(latency_s=float(sys.argv[1])) as server:
+    print(server.openai_base_url, flush=True)
+    sys.stdin.read()
+    calls = server.generation_calls()
+    print(json.dumps({"starts": [c.started for c in calls], "max_in_flight": server.max_in_flight}), flush=True)
+"""
+
+
+class _ServerProcess:
+    def __init__(self, latency_s: float):
+        import subprocess
+        import sys
+
+        self.process = subprocess.Popen([sys.executable, "-c", _SERVER_PROCESS, str(latency_s)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.openai_base_url = self.process.stdout.readline().strip()
+
+    def finish(self) -> dict:
+        import json
+
+        out, _ = self.process.communicate(timeout=60)
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def run_pipeline_scenario(pairs: int = 8, latency_s: float = 0.2, concurrency: int = 8,
+                          server_process: bool = True) -> dict:
     """The same measurement through the pipeline: `pairs` generated pairs described and
     rated by an openai-compatible backend, so the describe stage's thread pool is what
     keeps calls in flight.  A pair's calls come in dependent levels (leaves; parents and
     image; the rating), each level's at once, so the rate stays below `concurrency /
-    latency` by what the levels and a batch's slowest pair cost."""
+    latency` by what the levels and a batch's slowest pair cost.  The server runs in a
+    process of its own unless `server_process` is false."""
     import tempfile
     from pathlib import Path
 
@@ -109,22 +141,32 @@ def run_pipeline_scenario(pairs: int = 8, latency_s: float = 0.2, concurrency: i
     from pipelines.fifa_annotate import run
 
     os.environ.setdefault("OPENAI_API_KEY", "bench-key")
-    with tempfile.TemporaryDirectory() as tmp, LocalLlmServer(latency_s=latency_s) as server:
+    with tempfile.TemporaryDirectory() as tmp:
         manifest = make_sample_pairs(Path(tmp) / "pairs", n=pairs, seed=0)
-        started = time.perf_counter()
-        run(["--input", str(manifest), "--output", str(Path(tmp) / "out"), "--describer", "openai-compatible",
-             "--rater", "openai-compatible", "--llm_base_url", server.openai_base_url, "--llm_model", "bench",
-             "--llm_cache", str(Path(tmp) / "cache"), "--llm_concurrency", str(concurrency)], runner=FnApiRunner())
-        wall = time.perf_counter() - started
-        calls = server.generation_calls()
-        peak = server.max_in_flight
-    _, rate = arrival_rate(calls)
-    return {"pairs": pairs, "latency_s": latency_s, "concurrency": concurrency, "calls": len(calls),
-            "calls_per_pair": round(len(calls) / pairs, 2), "wall_s": round(wall, 2),
+        server = _ServerProcess(latency_s) if server_process else LocalLlmServer(latency_s=latency_s).start()
+        try:
+            started = time.perf_counter()
+            run(["--input", str(manifest), "--output", str(Path(tmp) / "out"), "--describer", "openai-compatible",
+                 "--rater", "openai-compatible", "--llm_base_url", server.openai_base_url, "--llm_model", "bench",
+                 "--llm_cache", str(Path(tmp) / "cache"), "--llm_concurrency", str(concurrency)],
+                runner=FnApiRunner())
+            wall = time.perf_counter() - started
+        finally:
+            if server_process:
+                seen = server.finish()
+            else:
+                seen = {"starts": [c.started for c in server.generation_calls()], "max_in_flight": server.max_in_flight}
+                server.stop()
+    starts = sorted(seen["starts"])
+    span = starts[-1] - starts[0] if len(starts) > 1 else 0.0
+    rate = (len(starts) - 1) / span if span > 0 else None
+    return {"pairs": pairs, "latency_s": latency_s, "concurrency": concurrency, "calls": len(starts),
+            "server": "own process" if server_process else "in the pipeline's process",
+            "calls_per_pair": round(len(starts) / pairs, 2), "wall_s": round(wall, 2),
             "expected_calls_per_s": round(concurrency / latency_s, 3),
             "achieved_calls_per_s": round(rate, 3) if rate else None,
             "achieved_over_expected": round(rate * latency_s / concurrency, 3) if rate else None,
-            "max_in_flight": peak}
+            "max_in_flight": seen["max_in_flight"]}
 
 
 def bench_llm(scenarios=None, pipeline_pairs: int = 0) -> dict:

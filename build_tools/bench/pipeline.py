@@ -178,7 +178,7 @@ def bench_scale_out(pairs_dir: Path, workers: tuple[int, ...] = (1, 2)) -> dict:
             extra = report["pairs_written"] - small["pairs_written"]
             rate = extra / (wall - wall_small) if wall > wall_small and extra > 0 else None
             runs[str(n)] = {"pairs_per_s": round(rate, 3) if rate else None,
-                            "wall_s": round(wall, 3), "wall_s_quarter_run": round(wall_small, 3),
+                            "pairs_written": report["pairs_written"], "wall_s": round(wall, 3), "wall_s_quarter_run": round(wall_small, 3),
                             "pairs_per_s_whole_run": round(report["pairs_written"] / wall, 3)}
     one = runs[str(workers[0])]["pairs_per_s"]
     for n, run in runs.items():

@@ -206,8 +206,12 @@ class RunOutput:
             join(self.tmp, "rejected"), self.rejected_type, self.rejected_order, max_rows, None,
             {"all": estimated_buckets(0.1 * self.settings.expected_inputs, max_rows)})
         rejected_counts = rejected | "Count rejects" >> beam.Map(lambda r: (r.count_key(), 1))
+        # Each stage's counts are summed where they are made (Beam lifts the combine into
+        # the stage), so what meets in the Flatten is a few sums a bundle, not an event
+        # a pair: the local runner holds a Flatten's inputs in memory.
+        parts = (*events, sample_parts, rejected_parts, rejected_counts)
         (
-            (*events, sample_parts, rejected_parts, rejected_counts)
+            tuple(part | f"Sum counts {i}" >> beam.CombinePerKey(sum) for i, part in enumerate(parts))
             | "All counts" >> beam.Flatten()
             | "Sum counts" >> beam.CombinePerKey(sum)
             | "Collect counts" >> beam.combiners.ToList()

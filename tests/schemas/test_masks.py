@@ -244,3 +244,30 @@ def test_matches_pycocotools():
         if m.any():
             x, y, bw, bh = (int(v) for v in mask_utils.toBbox(theirs))
             assert mask_bbox(ours) == (x, y, x + bw, y + bh)
+
+
+def _reference_runs(mask: np.ndarray) -> list[int]:
+    """Run lengths the plain way: column-major pixels grouped, zeros first."""
+    import itertools
+
+    pixels = [bool(v) for v in mask.T.ravel()]
+    runs = [len(list(group)) for _, group in itertools.groupby(pixels)]
+    return ([0] + runs if pixels and pixels[0] else runs) or [0]
+
+
+@pytest.mark.parametrize("density", [0.0, 0.02, 0.5, 0.98, 1.0])
+def test_run_lengths_match_a_plain_count_on_every_shape(density):
+    """Both ways of finding runs (row-major differences and seams; the transposed copy for
+    masks with very many runs) give the plain count, on edge shapes and both sides of
+    the switch between them."""
+    from schemas import masks
+
+    rng = np.random.default_rng(int(density * 100))
+    shapes = [(1, 1), (1, 9), (9, 1), (2, 2), (7, 5), (33, 64), (200, 300)]
+    for h, w in shapes:
+        for _ in range(5):
+            m = rng.random((h, w)) < density
+            assert masks._run_lengths(m).tolist() == _reference_runs(m), (h, w)
+    noisy = rng.random((300, 300)) < 0.5  # far more runs than the switch: the transposed path
+    assert np.flatnonzero(noisy[1:] != noisy[:-1]).size > masks._MANY_RUNS
+    assert masks._run_lengths(noisy).tolist() == _reference_runs(noisy)
