@@ -172,7 +172,7 @@ class SampleMaker:
             if answer.count("[SEG]") != len(seg):
                 raise AssertionError(f"{task}: {answer.count('[SEG]')} [SEG] but {len(seg)} masks")
             named = self.matcher.hallucinated(explanation, flagged) if explanation else []
-            about[fake].append(TaskSample.model_construct(
+            about[fake].append(TaskSample(
                 sample_id=sid, task=task, negative=negative,
                 conversations=[Turn(from_="human", value=question), Turn(from_="gpt", value=answer)],
                 masks=list(seg), region_masks=[masks.region_rle(c) for c in concepts],
