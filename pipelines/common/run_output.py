@@ -344,7 +344,11 @@ class RunOutput:
             why = (f" (the split keeps each subject whole and puts about {self.settings.test_fraction:g} of "
                    f"the subjects in test: these inputs have too few)")
         lines.append(f"train {train}, test {test}{why} -> {self.output}  [{r['timings']['wall_s']:.1f} s]")
-        return "\n".join(lines)
+        return "\n".join([*lines, *self.summary_notes()])
+
+    def summary_notes(self) -> list[str]:
+        """A pipeline's own lines under the summary (what a user must not miss)."""
+        return []
 
 
 def _command_line() -> list[str]:

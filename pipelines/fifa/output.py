@@ -32,13 +32,36 @@ class FifaOutput(RunOutput):
         return build_report(self.settings, events, shards, wall_s, batch, pipeline=self.pipeline,
                             tasks=TASKS, splits=SPLITS, head={"fict_version": _tree_version()},
                             sections={"hallucination": hallucination_report(events),
+                                      "categories": categories_report(events),
                                       "concepts": concepts_report(events)})
+
+    def summary_notes(self) -> list[str]:
+        categories = (self.report or {}).get("categories") or {}
+        unknown, none = categories.get("unknown") or {}, categories.get("no_category", 0)
+        notes = []
+        if unknown:
+            seen = ", ".join(f"{value!r} {pairs}" for value, pairs in unknown.items())
+            notes.append(f"{sum(unknown.values())} pairs have a category facext does not know ({seen}): no cls "
+                         f"sample for them; the names it reads are in the README (categories)")
+        if none:
+            notes.append(f"{none} pairs name no category and no known method: no cls sample for them")
+        return notes
 
 
 def _tree_version() -> int:
     from fict.tree import load_tree
 
     return load_tree().version
+
+
+def categories_report(events: dict[tuple, float]) -> dict[str, Any]:
+    """Written pairs per FiFa category, the category values facext did not know (with
+    their pairs: those got no `cls` sample), and the pairs that named none."""
+    from schemas.fifa import CATEGORIES
+
+    by = {c: int(events.get(("category", c), 0)) for c in CATEGORIES}
+    unknown = {k[1]: int(v) for k, v in sorted(events.items()) if k[0] == "unknown_category"}
+    return {"by_category": by, "unknown": unknown, "no_category": int(events.get(("no_category",), 0))}
 
 
 def concepts_report(events: dict[tuple, float]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from pipelines.common.manifest import manifest_name, read_records, resolve
+from pipelines.fifa.categories import category_of
 from schemas.common import RejectReason, Stage
 from schemas.fifa import PairInput, RejectedRow
 
@@ -54,8 +55,11 @@ def parse_row(manifest: str, index: int, row: dict[str, Any] | str,
         fake = resolve(manifest, row["fake"], allow_absolute)
     except ValueError as exc:
         return reject(RejectReason.PATH_OUTSIDE_MANIFEST, str(exc))
+    # The row's category as FiFa names it (read from its method when it gives none); a
+    # value facext does not know is kept as written, and counted (`MakeSamples`).
+    category = category_of(extra["category"], extra["method"]) or extra["category"] or ""
     return PairInput(pair_id=pair_id, real=real, fake=fake, method=extra["method"] or "",
-                     category=extra["category"] or "", subject_id=extra["subject_id"],
+                     category=category, subject_id=extra["subject_id"],
                      source_dataset=extra["source_dataset"], manifest=name, row=index,
                      real_ref=row["real"], fake_ref=row["fake"])
 

@@ -408,6 +408,7 @@ class MakeSamples(StageFn):
         rows = self.maker.make(item, description, check)
         self.made.inc(sum(len(row.samples) for row in rows))
         yield event(("pairs_written",))
+        yield category_event(item.pair.category)
         yield from concept_events(item.analysis)
         templates = {(t.id, t.version) for row in rows
                      for t in (*row.provenance.prompt_templates, *(s.instructions for s in row.samples))}
@@ -421,6 +422,16 @@ class MakeSamples(StageFn):
 
 
 COVERAGE_BINS = 10
+
+
+def category_event(category: str):
+    """A written pair's category for the report: one of FiFa's four, a value facext does
+    not know (no `cls` sample: counted with the value, never dropped silently), or none."""
+    from schemas.fifa import CATEGORIES
+
+    if category in CATEGORIES:
+        return event(("category", category))
+    return event(("unknown_category", category)) if category else event(("no_category",))
 
 
 def concept_events(analysis) -> list:
