@@ -211,8 +211,9 @@ def test_non_json_line_is_rejected_and_reading_goes_on(tmp_path):
 def test_optional_fields_carry_over_and_empty_becomes_none(tmp_path):
     manifest = str(tmp_path / "m.csv")
     full = parse_row(manifest, 0, ROWS[0], allow_absolute=False)
+    # the category as FiFa names it (`pipelines.fifa.categories`); the method as written
     assert (full.method, full.category, full.subject_id, full.source_dataset) == (
-        "faceswap", "identity_swap", "alice", "ff++")
+        "faceswap", "face swap", "alice", "ff++")
     empty = parse_row(manifest, 1, ROWS[1], allow_absolute=False)
     assert empty.subject_id is None and empty.source_dataset is None
     assert empty.method == "" and empty.category == ""  # PairInput's typed defaults
