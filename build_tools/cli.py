@@ -105,7 +105,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     options = FifaOptions.from_argv([*args.pipeline_options, "--dry_run=true"],
                                     also=ESTIMATE_FLAGS).view_as(FifaOptions)
     settings = FifaSettings.from_options(options)
-    if args.pairs is not None and args.pairs < 1 or args.workers < 1 or args.rpm <= 0:
+    if (args.pairs is not None and args.pairs < 1) or args.workers < 1 or args.rpm <= 0:
         print("error: --pairs and --workers must be at least 1, --rpm above 0", file=sys.stderr)
         return 2
     result = estimate(settings, sample=args.sample, batch=args.batch, pairs=args.pairs, workers=args.workers,
@@ -114,7 +114,8 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-ESTIMATE_FLAGS = ("--sample", "--batch", "--json", "--pairs", "--workers", "--rpm")  # estimate's own; every other option is the pipeline's
+# estimate's own flags; every other option is the pipeline's
+ESTIMATE_FLAGS = ("--sample", "--batch", "--json", "--pairs", "--workers", "--rpm")
 
 
 def _estimate_arguments(parser: argparse.ArgumentParser) -> None:

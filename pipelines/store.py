@@ -44,6 +44,16 @@ class ContentStore:
             with FileSystems.create(path) as f:
                 f.write(data)
 
+    def written_since(self, seconds: float) -> int:
+        """Entries of a local store written at or after `seconds` (epoch time)."""
+        count = 0
+        for folder in (os.scandir(self.root) if os.path.isdir(self.root) else ()):
+            if folder.is_dir():
+                count += sum(1 for entry in os.scandir(folder.path)
+                             if entry.name.endswith(self.suffix) and not entry.name.startswith(".tmp-")
+                             and entry.stat().st_mtime >= seconds)
+        return count
+
     def __len__(self) -> int:
         """Entries stored (walks the folder; for tests and reports)."""
         pattern = FileSystems.join(self.root, "*", f"*{self.suffix}")

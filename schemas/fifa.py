@@ -10,7 +10,9 @@ column is defined once, here.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from schemas.common import Rejected, RleMask, TemplateRef, Turn
 from schemas.features import HF_IMAGE
@@ -163,41 +165,26 @@ class FifaImage(BaseModel):
     samples: list[TaskSample] = Field(description="the task samples about this image, in task order")
 
 
-class FifaSample(BaseModel):
-    """One FiFa-Instruct sample with its image: the flat view of a `FifaImage` row
-    (`flat_samples`), one row per question, as LLaVA-style loaders read it."""
+# The flat view's columns, in order: each defined once, on `TaskSample` or `FifaImage`.
+_FLAT_COLUMNS = ("sample_id", "pair_id", "task", "split", "image", "is_fake", "negative", "category", "method",
+                 "subject_id", "source_dataset", "conversations", "masks", "region_masks", "concepts", "bbox",
+                 "crop_transform", "rating", "hallucinated_concepts", "provenance")
 
-    sample_id: str = Field(description="unique id of the sample")
-    pair_id: str = Field(description="the real/fake pair the sample comes from")
-    task: str = Field(description="one of the 11 FiFa tasks")
-    split: str = Field(description="train or test (by identity: subject, else pair)")
-    image: bytes = Field(json_schema_extra=HF_IMAGE,
-                         description="PNG of the aligned crop the question is about")
-    is_fake: bool = Field(description="whether `image` is the fake (det asks about real images too)")
-    negative: bool = Field(default=False, description="the region or box asked about holds no "
-                           "artifact, and the answer says so")
-    category: str = Field(description="manipulation category of the pair")
-    method: str = Field(description="manipulation method of the pair")
-    subject_id: str | None = Field(default=None, description="identity of the person, when the manifest gives it")
-    source_dataset: str | None = Field(default=None, description="dataset the pair comes from, when the "
-                                       "manifest gives it")
-    conversations: list[Turn] = Field(description="the question (`human`) and the answer (`gpt`), LLaVA style")
-    masks: list[RleMask] = Field(description="one per [SEG] in the answer, in order")
-    region_masks: list[RleMask] = Field(description="region mask R of each grounded concept")
-    concepts: list[str] = Field(description="grounded FICT node ids, in [SEG] order")
-    bbox: list[int] | None = Field(default=None, description="x0, y0, x1, y1 in crop pixels")
-    crop_transform: list[list[float]] = Field(description="2x3, original real pixels -> crop")
-    rating: Rating | None = Field(default=None, description="the rater's scores of the pair's texts")
-    hallucinated_concepts: list[str] = Field(default_factory=list, description="FICT concepts the "
-                                             "answer names that have no artifact")
-    provenance: Provenance = Field(description="how the sample was made: manifest and row, describer and "
-                                   "rater with their models, prompt templates, facext version, options hash")
+
+def _flat_field(name: str) -> tuple[Any, Any]:
+    field = (TaskSample if name in TaskSample.model_fields else FifaImage).model_fields[name]
+    return field.annotation, field
+
+
+FifaSample = create_model(
+    "FifaSample", __doc__="One FiFa-Instruct sample with its image: the flat view of a `FifaImage` row "
+                          "(`flat_samples`), one row per question, as LLaVA-style loaders read it.",
+    **{name: _flat_field(name) for name in _FLAT_COLUMNS})
 
 
 # What a flat sample takes from its image row; the rest is the sample's own (its
 # `instructions` join the row's prompt templates in `provenance`).
-_ROW_FIELDS = ("pair_id", "split", "image", "is_fake", "category", "method", "subject_id", "source_dataset",
-               "crop_transform")
+_ROW_FIELDS = tuple(name for name in _FLAT_COLUMNS if name in FifaImage.model_fields and name != "provenance")
 
 
 def flat_samples(row: dict) -> list[dict]:

@@ -63,17 +63,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     measure = bench_pipeline if args.target == "pipeline" else bench_analysis
     extra = {"workers": args.workers} if args.target == "pipeline" else {}
     with tempfile.TemporaryDirectory() as tmp:
-        pairs = Path(args.pairs) if args.pairs else None
-        if pairs is None:
-            from pipelines.fifa.sample_data import make_sample_pairs
-
-            pairs = Path(tmp) / "generated"
-            make_sample_pairs(pairs, n=args.n, seed=args.seed)
-        if args.jpeg:
-            from build_tools.bench.pipeline import jpeg_pairs
-
-            jpeg_pairs(pairs, Path(tmp) / "jpeg", size=args.jpeg)
-            pairs = Path(tmp) / "jpeg"
+        pairs = _pairs(args, Path(tmp), args.jpeg)
         report = measure(pairs, **extra)
         report["inputs"] = f"{args.jpeg} px JPEG pairs (quality 95)" if args.jpeg else "generated PNG pairs"
         if args.target == "pipeline" and not args.quick:
@@ -132,19 +122,28 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(args: argparse.Namespace, tmp: Path, jpeg: int | None) -> Path:
+    """The sample-data folder to time: --pairs, or --n generated pairs; as JPEGs whose
+    longer side is `jpeg` when given."""
+    pairs = Path(args.pairs) if args.pairs else tmp / "generated"
+    if not args.pairs:
+        from pipelines.fifa.sample_data import make_sample_pairs
+
+        make_sample_pairs(pairs, n=args.n, seed=args.seed)
+    if jpeg:
+        from build_tools.bench.pipeline import jpeg_pairs
+
+        jpeg_pairs(pairs, tmp / "jpeg", size=jpeg)
+        pairs = tmp / "jpeg"
+    return pairs
+
+
 def _bench_memory(args: argparse.Namespace) -> int:
-    from build_tools.bench.pipeline import bench_memory, jpeg_pairs
+    from build_tools.bench.pipeline import bench_memory
 
     sizes = tuple(int(n) for n in args.sizes.split(","))
     with tempfile.TemporaryDirectory() as tmp:
-        pairs = Path(args.pairs) if args.pairs else None
-        if pairs is None:
-            from pipelines.fifa.sample_data import make_sample_pairs
-
-            pairs = Path(tmp) / "generated"
-            make_sample_pairs(pairs, n=args.n, seed=args.seed)
-        jpeg_pairs(pairs, Path(tmp) / "jpeg", size=args.jpeg or 512)
-        report = {**bench_memory(Path(tmp) / "jpeg", sizes), "machine": machine()}
+        report = {**bench_memory(_pairs(args, Path(tmp), args.jpeg or 512), sizes), "machine": machine()}
     output = args.output or "bench_memory.json"
     Path(output).write_text(json.dumps(report, indent=2) + "\n")
     for size, run in report["runs"].items():

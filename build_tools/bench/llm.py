@@ -46,9 +46,9 @@ def max_in_window(starts: list[float], window: float) -> int:
     return best
 
 
-def arrival_rate(calls) -> tuple[list[float], float | None]:
-    """Arrival times in order, and the steady rate: (calls - 1) over their span."""
-    starts = sorted(c.started for c in calls)
+def arrival_rate(starts: list[float]) -> tuple[list[float], float | None]:
+    """Arrival times in order, and the steady rate: (arrivals - 1) over their span."""
+    starts = sorted(starts)
     span = starts[-1] - starts[0] if len(starts) > 1 else 0.0
     return starts, ((len(starts) - 1) / span if span > 0 else None)
 
@@ -76,7 +76,7 @@ def run_scenario(s: Scenario) -> dict:
         wall = time.perf_counter() - started
         calls = server.generation_calls()
         peak = server.max_in_flight
-    starts, rate = arrival_rate(calls)
+    starts, rate = arrival_rate([c.started for c in calls])
     expected = min(s.rpm / 60 if s.rpm else float("inf"), s.concurrency / s.latency_s)
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     return {
@@ -123,27 +123,25 @@ class _ServerProcess:
         return json.loads(out.strip().splitlines()[-1])
 
 
-def run_pipeline_scenario(pairs: int = 8, latency_s: float = 0.2, concurrency: int = 8,
-                          server_process: bool = True) -> dict:
+def run_pipeline_scenario(pairs: int = 8, latency_s: float = 0.2, concurrency: int = 8) -> dict:
     """The same measurement through the pipeline: `pairs` generated pairs described and
     rated by an openai-compatible backend, so the describe stage's thread pool is what
     keeps calls in flight.  A pair's calls come in dependent levels (leaves; parents and
     image; the rating), each level's at once, so the rate stays below `concurrency /
     latency` by what the levels and a batch's slowest pair cost.  The server runs in a
-    process of its own unless `server_process` is false."""
+    process of its own (`_SERVER_PROCESS`)."""
     import tempfile
     from pathlib import Path
 
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-    from build_tools.fakes.llm_server import LocalLlmServer
     from pipelines.fifa.sample_data import make_sample_pairs
     from pipelines.fifa_annotate import run
 
     os.environ.setdefault("OPENAI_API_KEY", "bench-key")
     with tempfile.TemporaryDirectory() as tmp:
         manifest = make_sample_pairs(Path(tmp) / "pairs", n=pairs, seed=0)
-        server = _ServerProcess(latency_s) if server_process else LocalLlmServer(latency_s=latency_s).start()
+        server = _ServerProcess(latency_s)
         try:
             started = time.perf_counter()
             run(["--input", str(manifest), "--output", str(Path(tmp) / "out"), "--describer", "openai-compatible",
@@ -152,16 +150,10 @@ def run_pipeline_scenario(pairs: int = 8, latency_s: float = 0.2, concurrency: i
                 runner=FnApiRunner())
             wall = time.perf_counter() - started
         finally:
-            if server_process:
-                seen = server.finish()
-            else:
-                seen = {"starts": [c.started for c in server.generation_calls()], "max_in_flight": server.max_in_flight}
-                server.stop()
-    starts = sorted(seen["starts"])
-    span = starts[-1] - starts[0] if len(starts) > 1 else 0.0
-    rate = (len(starts) - 1) / span if span > 0 else None
+            seen = server.finish()
+    starts, rate = arrival_rate(seen["starts"])
     return {"pairs": pairs, "latency_s": latency_s, "concurrency": concurrency, "calls": len(starts),
-            "server": "own process" if server_process else "in the pipeline's process",
+            "server": "own process",
             "calls_per_pair": round(len(starts) / pairs, 2), "wall_s": round(wall, 2),
             "expected_calls_per_s": round(concurrency / latency_s, 3),
             "achieved_calls_per_s": round(rate, 3) if rate else None,

@@ -101,14 +101,15 @@ def _bytes_written(output: Path, report: dict) -> dict:
     """Bytes of the sample shards per written pair and per sample, against the encoded
     size of the distinct crops they hold (the image column's PNG bytes, each crop once)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     shard_bytes, crop_bytes = 0, 0
     for split in ("train", "test"):
         for path in sorted((output / split).glob("data-*.arrow")):
             shard_bytes += path.stat().st_size
             with pa.memory_map(str(path)) as source:
-                images = pa.ipc.open_stream(source).read_all().column("image")
-            crop_bytes += sum(len(b) for b in images.combine_chunks().field("bytes").to_pylist() if b)
+                images = pa.ipc.open_stream(source).read_all().column("image").combine_chunks()
+            crop_bytes += pc.sum(pc.binary_length(images.field("bytes"))).as_py() or 0
     pairs, samples = max(report["pairs_written"], 1), max(report["samples"]["total"], 1)
     return {"shard_bytes": shard_bytes, "distinct_crop_bytes": crop_bytes,
             "bytes_per_pair": round(shard_bytes / pairs), "bytes_per_sample": round(shard_bytes / samples),

@@ -89,14 +89,11 @@ class _Masks:
 
     def region(self, node_id: str) -> np.ndarray:
         if node_id not in self._region:
+            # A lookup table over the uint8 labels: 4 x faster than indexing with them.
+            lut = np.zeros(256, np.uint8)
             member = self.tree.membership[self.tree.node_index[node_id]]
-            labels = self.item.labels
-            if labels.dtype == np.uint8:  # a lookup table: 4 x faster than indexing with the labels
-                lut = np.zeros(256, np.uint8)
-                lut[:len(member)] = member.astype(bool)
-                self._region[node_id] = cv2.LUT(labels, lut).view(bool)
-            else:
-                self._region[node_id] = member.astype(bool)[labels]
+            lut[:len(member)] = member.astype(bool)
+            self._region[node_id] = cv2.LUT(self.item.labels, lut).view(bool)
         return self._region[node_id]
 
     def artifact(self, node_id: str | None = None) -> np.ndarray:

@@ -38,6 +38,7 @@ def compute_figures(pairs: int, written_pairs: float, calls: int = 0, crop_size:
                        + flow["memory_gb"] * flow["usd_per_gb_memory_hour"]
                        + flow["disk_gb"] * flow["usd_per_gb_disk_hour"])
     wall_hours = max(cpu_wall_hours, llm_hours)
+    keeping_up = max(1, math.ceil(vcpu_hours / flow["vcpus"] / llm_hours)) if llm_hours else None
     dataset_bytes = written_pairs * measured["bytes_per_written_pair"] * (crop_size / measured["crop_size"]) ** 2
     return {
         "pairs": pairs, "written_pairs": round(written_pairs),
@@ -51,9 +52,8 @@ def compute_figures(pairs: int, written_pairs: float, calls: int = 0, crop_size:
         "compute_usd": round(wall_hours * workers * per_worker_hour, 2),
         # Workers that keep up with the calls (more only wait on the rate limit), and what
         # the run costs with them; the calls in flight that reach `rpm`.
-        "workers_for_the_calls": (workers_needed := max(1, math.ceil(vcpu_hours / flow["vcpus"] / llm_hours))
-                                  if llm_hours else None),
-        "compute_usd_with_those": round(llm_hours * workers_needed * per_worker_hour, 2) if llm_hours else None,
+        "workers_for_the_calls": keeping_up,
+        "compute_usd_with_those": round(llm_hours * keeping_up * per_worker_hour, 2) if keeping_up else None,
         "calls_in_flight_for_rpm": math.ceil(rpm / 60 * CALL_LATENCY_S),
         # With the batch APIs: the CPU work only.
         "batch_wall_hours": round(cpu_wall_hours, 3),
@@ -62,14 +62,6 @@ def compute_figures(pairs: int, written_pairs: float, calls: int = 0, crop_size:
         "storage_usd_per_month": round(dataset_bytes / 1e9 * storage["usd_per_gb_month"], 2),
         "prices_as_of": flow["prices_as_of"], "measured": f"{measured['command']} ({measured['date']})",
     }
-
-
-def pairs_for_samples(samples: int, table: dict[str, Any] | None = None) -> int:
-    """Written pairs that give `samples` samples."""
-    table = table or load_scale()
-    return math.ceil(samples / table["measured"]["samples_per_written_pair"])
-
-
 
 
 def compute_text(figures: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from apache_beam.metrics import Metrics
 from pipelines.common.beam_tags import CACHED, OK, REJECTED, event
 from pipelines.common.stages import NAMESPACE, LlmStage, StageFn, llm_errors_as_rejections
 from schemas.common import PairRejected, RejectReason, Stage
-from schemas.fifa import PairInput
+from schemas.fifa import CATEGORIES, PairInput
 
 
 @dataclass
@@ -85,23 +85,24 @@ class AnalysisCache:
 
 def analyses_kept(root: str | None) -> Callable[[], str] | None:
     """For the Ctrl-C line: how many analyses this run finished into the cache at `root`
-    (counted against the entries there now; a local folder only, as counting an object
-    store's entries is slow)."""
+    (entries written since it started, counted only when asked; a local folder only, as
+    listing an object store's entries is slow)."""
     if not root:
         return None
     if "://" in root:
         return lambda: f"finished analyses are kept in {root}"
+    import time
+
     from pipelines.store import ContentStore
 
-    store = ContentStore(root, ".pkl")
-    before = len(store)
+    store, started = ContentStore(root, ".pkl"), time.time()
 
     def kept() -> str:
-        added = len(store) - before
-        if added <= 0:
-            return "no analysis had finished yet"
-        return f"{added} finished {'analysis is' if added == 1 else 'analyses are'} kept in {root} " \
-               f"and will not be redone"
+        added = store.written_since(started)
+        if not added:
+            return "no analysis finished in this run"
+        return f"{added} {'analysis' if added == 1 else 'analyses'} finished in this run, kept in {root}, " \
+               f"will not be redone"
 
     return kept
 
@@ -427,8 +428,6 @@ COVERAGE_BINS = 10
 def category_event(category: str):
     """A written pair's category for the report: one of FiFa's four, a value facext does
     not know (no `cls` sample: counted with the value, never dropped silently), or none."""
-    from schemas.fifa import CATEGORIES
-
     if category in CATEGORIES:
         return event(("category", category))
     return event(("unknown_category", category)) if category else event(("no_category",))

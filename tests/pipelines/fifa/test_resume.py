@@ -120,7 +120,7 @@ def test_ctrl_c_prints_one_line_and_keeps_the_dataset(manifest, finished, tmp_pa
     ours = [line for line in err.splitlines() if "fifa_annotate" in line or "Traceback" in line]
     assert len(ours) == 1 and "interrupted" in ours[0] and "is unchanged" in ours[0], err[-3000:]
     assert f"Resume with: python -m pipelines.fifa_annotate --input {manifest}" in ours[0]
-    kept = re.search(r"; (\d+) finished analys(?:is is|es are) kept in (\S+) and will not be redone", ours[0])
+    kept = re.search(r"; (\d+) analys[ie]s finished in this run, kept in (\S+), will not be redone", ours[0])
     assert kept and int(kept[1]) >= 2 and kept[2] == str(tmp_path / "cache"), ours[0]
     assert _snapshot(output) == before
 
