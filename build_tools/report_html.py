@@ -678,6 +678,7 @@ def _summary_table(report: dict) -> str:
     if hall:
         share = f"{hall['texts_hallucinating']} of {hall['texts']} ({100 * hall['rate']:.2f}%)"
         rows.append(("texts naming an unflagged concept", share))
+        rows.append(("texts naming none of their concepts", hall.get("texts_ungrounded", 0)))
     llm = report.get("llm")
     if llm:
         rows.append(("describer / rater", f"{llm['describer']} / {llm['rater']}"))

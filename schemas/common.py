@@ -49,6 +49,8 @@ class RejectReason(str, Enum):
     LLM_INVALID_OUTPUT = "llm_invalid_output"
     LOW_RATING = "low_rating"
     HALLUCINATED = "hallucinated"
+    # An explanation that names none of the concepts it explains: nothing to ground.
+    UNGROUNDED = "ungrounded"
     # A bug or an environment failure, not a property of the pair: kept apart so it can
     # be counted and fixed, and never silently turned into a data decision.
     INTERNAL_ERROR = "internal_error"
@@ -76,6 +78,7 @@ _REASON_STAGE = {
     RejectReason.NO_ARTIFACT: Stage.CONCEPTS,
     RejectReason.LOW_RATING: Stage.RATE,
     RejectReason.HALLUCINATED: Stage.RATE,
+    RejectReason.UNGROUNDED: Stage.RATE,
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from schemas.analysis import ConceptEvidence
 from schemas.common import Rejected, RleMask, TemplateRef, Turn
 from schemas.features import HF_IMAGE
 from schemas.llm import Rating
@@ -145,6 +146,17 @@ class TaskSample(BaseModel):
     instructions: TemplateRef = Field(description="the question and answer phrasings' template")
 
 
+class ConceptMeasurement(BaseModel):
+    """What the analysis measured in one flagged concept of the fake crop: the numbers
+    the answers put in words (for training code, the report and audits)."""
+
+    concept: str = Field(description="FICT node id")
+    coverage: float = Field(description="changed share of the concept's region, |A∩R| / |R|")
+    artifact_px: int = Field(description="changed pixels inside the region, |A∩R|")
+    evidence: ConceptEvidence = Field(description="colour shift (Lab), sharpness, edge and texture "
+                                      "measures over A∩R, fake against real")
+
+
 class FifaImage(BaseModel):
     """One row of a FiFa-Instruct shard: one aligned crop and the samples about it."""
 
@@ -162,13 +174,16 @@ class FifaImage(BaseModel):
     provenance: Provenance = Field(description="how the samples were made: manifest and row, describer and "
                                    "rater with their models and prompt templates, facext version, "
                                    "options hash")
+    concept_evidence: list[ConceptMeasurement] = Field(
+        default_factory=list, description="the measurements of every flagged concept, in tree order "
+        "(the fake crop; empty on the real one)")
     samples: list[TaskSample] = Field(description="the task samples about this image, in task order")
 
 
 # The flat view's columns, in order: each defined once, on `TaskSample` or `FifaImage`.
 _FLAT_COLUMNS = ("sample_id", "pair_id", "task", "split", "image", "is_fake", "negative", "category", "method",
                  "subject_id", "source_dataset", "conversations", "masks", "region_masks", "concepts", "bbox",
-                 "crop_transform", "rating", "hallucinated_concepts", "provenance")
+                 "crop_transform", "rating", "hallucinated_concepts", "concept_evidence", "provenance")
 
 
 def _flat_field(name: str) -> tuple[Any, Any]:

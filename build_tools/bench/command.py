@@ -14,10 +14,11 @@ from build_tools.bench.pipeline import FLOOR_STAGES, bench_analysis, bench_pipel
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=["analysis", "pipeline", "llm", "publish", "memory"],
+    parser.add_argument("target", choices=["analysis", "pipeline", "llm", "publish", "memory", "fidelity"],
                         help="what to measure (llm: client throughput against a local server; publish: "
                              "Parquet export and report page of a run; memory: peak RSS of whole runs of "
-                             "--sizes pairs)")
+                             "--sizes pairs; fidelity: mask IoU per edit family on the independent evaluation "
+                             "set and on sample-data pairs)")
     parser.add_argument("--n", type=int, default=20, help="generated pairs to time (default 20)")
     parser.add_argument("--workers", type=int, default=None,
                         help="pipeline: DirectRunner multi-process workers (default: in-process "
@@ -37,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="memory: pairs in each run, comma-separated (default 1000,5000)")
     parser.add_argument("--quick", action="store_true",
                         help="pipeline: one core only, without the 1-and-2-worker runs and the LLM stage")
+    parser.add_argument("--eval-set", default=None, metavar="DIR",
+                        help="fidelity: an existing evaluation set (build_tools.bench.fidelity_set) instead of "
+                             "generating --eval-pairs pairs")
+    parser.add_argument("--eval-pairs", type=int, default=160,
+                        help="fidelity: pairs of the independent evaluation set to generate (default 160)")
     parser.add_argument("--pipeline-pairs", type=int, default=8,
                         help="llm: also describe and rate this many generated pairs through the pipeline "
                              "(0: the client scenarios only; default 8)")
@@ -57,6 +63,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 0
     if args.target == "memory":
         return _bench_memory(args)
+    if args.target == "fidelity":
+        return _bench_fidelity(args)
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     if not args.all_cores and not args.workers:
         pin_to_one_core()
@@ -119,6 +127,30 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(f"floor (decode + 3 model inferences): {report['floor_ms_per_pair']:.2f} ms; "
           f"whole / floor = {report['ratio_to_floor']:.2f}")
     print(f"wrote {args.output}")
+    return 0
+
+
+def _bench_fidelity(args: argparse.Namespace) -> int:
+    from build_tools.bench.fidelity import bench_fidelity, table_text
+
+    output = args.output or "bench_fidelity.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        eval_set = Path(args.eval_set) if args.eval_set else Path(tmp) / "independent"
+        if not args.eval_set:
+            from build_tools.bench.fidelity_set import make_fidelity_set
+
+            print(f"making the independent evaluation set ({args.eval_pairs} pairs)", flush=True)
+            make_fidelity_set(eval_set, pairs=args.eval_pairs, seed=args.seed)
+        sample = _pairs(args, Path(tmp), None)
+        report = {**bench_fidelity(eval_set, sample, progress=True), "machine": machine(),
+                  "independent_set": str(args.eval_set or f"generated, {args.eval_pairs} pairs, seed {args.seed}"),
+                  "sample_set": str(args.pairs or f"facext sample-data, {args.n} pairs, seed {args.seed}")}
+    Path(output).write_text(json.dumps(report, indent=2) + "\n")
+    print(table_text(report["independent"]["tune"], "independent set, tune half"))
+    print(table_text(report["independent"]["report"], "independent set, report half (not tuned on)"))
+    print(table_text(report["sample"], "sample-data pairs"))
+    met = report["independent"]["report"]["all_met"] and report["sample"]["all_met"]
+    print(f"targets {'met' if met else 'NOT met'} on the report half and the sample pairs; wrote {output}")
     return 0
 
 

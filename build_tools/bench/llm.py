@@ -98,8 +98,9 @@ def run_scenario(s: Scenario) -> dict:
 # does not.  It prints its URL, serves until stdin closes, then prints what it saw.
 _SERVER_PROCESS = """
 import json, sys
+from build_tools.fakes.fifa_model import fifa_responder
 from build_tools.fakes.llm_server import LocalLlmServer
-with LocalLlmServer(latency_s=float(sys.argv[1])) as server:
+with LocalLlmServer(fifa_responder, latency_s=float(sys.argv[1])) as server:
     print(server.openai_base_url, flush=True)
     sys.stdin.read()
     calls = server.generation_calls()

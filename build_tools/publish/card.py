@@ -304,7 +304,9 @@ def _hallucination(h: dict[str, Any]) -> str:
             + _table(["measure", "checked", "hallucinating", "rate"], [
                 ["texts", h.get("texts", 0), h.get("texts_hallucinating", 0), h.get("rate", 0.0)],
                 ["concept mentions", h.get("mentions", 0), h.get("hallucinated_mentions", 0),
-                 h.get("mention_rate", 0.0)]]))
+                 h.get("mention_rate", 0.0)]])
+            + f"\n\nTexts that name none of the concepts they explain (their pairs are rejected as "
+              f"`ungrounded`): {h.get('texts_ungrounded', 0)}.")
 
 
 _LLM_COLUMNS = ("calls", "cache_hits", "cache_misses", "retries", "failed", "invalid_answers", "input_tokens",

@@ -80,6 +80,22 @@ def grounded_leaves(tree: ConceptTree, analysis: PairAnalysis, node_id: str,
     return sorted(largest[:limit], key=tree.node_index.__getitem__)
 
 
+def ungrounded(tree: ConceptTree, description: PairDescription) -> list[str]:
+    """The texts that name none of the concepts they explain, by subject: `image` for the
+    image text, else the node id.  A concept's text must reference that concept or a
+    flagged concept under it; the image text must reference some flagged concept.  Such
+    a text would give its explanation samples nothing to ground (`ungrounded`)."""
+    out = []
+    if description.image and not referenced(description.image):
+        out.append("image")
+    for node_id, text in description.concepts.items():
+        if node_id == tree.root.id:
+            continue  # the root's text is its leaves' texts, checked one by one
+        if not any(node_id in {n.id for n in tree.path(ref)} for ref in referenced(text)):
+            out.append(node_id)
+    return out
+
+
 class Describer(ABC):
     """Writes the texts of one analysed pair.
 
@@ -137,6 +153,14 @@ class Describer(ABC):
 IMAGE_JOB = "\x00image"
 
 
+_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+            "eleven", "twelve")
+
+
+def _in_words(n: int) -> str:
+    return _NUMBERS[n] if n < len(_NUMBERS) else "many"
+
+
 def _pick(options: tuple[str, ...], *key: str) -> str:
     digest = hashlib.sha256("\x1f".join(key).encode()).digest()
     return options[int.from_bytes(digest[:8], "big") % len(options)]
@@ -149,59 +173,95 @@ EDGE_LOW, EDGE_HIGH = 0.75, 1.33
 TEXTURE_CHANGE = 6.0  # grey levels of gradient magnitude
 
 
-def evidence_phrases(e: ConceptEvidence) -> list[str]:
-    """What changed, in words, each with the number it rests on."""
-    tone = []
-    if e.delta_l <= -TONE_DELTA:
-        tone.append("darker")
-    elif e.delta_l >= TONE_DELTA:
-        tone.append("lighter")
-    if e.delta_a >= TONE_DELTA:
-        tone.append("redder")
-    elif e.delta_a <= -TONE_DELTA:
-        tone.append("greener")
-    if e.delta_b >= TONE_DELTA:
-        tone.append("more yellow")
-    elif e.delta_b <= -TONE_DELTA:
-        tone.append("bluer")
-    phrases = []
-    if tone:
-        words = tone[0] if len(tone) == 1 else ", ".join(tone[:-1]) + " and " + tone[-1]
-        phrases.append(f"{words} (ΔL {e.delta_l:+.1f}, Δa {e.delta_a:+.1f}, Δb {e.delta_b:+.1f})")
+# Words for each change the measurements show, as a person sees it in the fake image
+# alone (the model being trained never sees the real one).  Each option uses the
+# vocabulary the evidence rater checks directions by (`pipelines.fifa.rating.DIRECTIONS`).
+TONE_WORDS = {
+    "darker": ("darker", "darkened", "more shadowed"),
+    "lighter": ("lighter", "brightened", "paler"),
+    "redder": ("redder", "reddish", "flushed"),
+    "greener": ("greenish", "greener"),
+    "more yellow": ("yellowish", "more yellow"),
+    "bluer": ("bluish", "bluer"),
+}
+DETAIL_WORDS = {
+    "smoothed": ("unnaturally smooth, with fine detail lost", "blurred, its fine texture smoothed away",
+                 "smoothed, with a loss of fine detail"),
+    "sharpened": ("over-sharpened, with a harsh, gritty texture", "unnaturally sharpened",
+                  "sharpened more than its surroundings"),
+    "softer edges": ("softer at its edges", "blended in with blurred edges", "feathered, with softened edges"),
+    "harder edges": ("harder-edged than it should be", "outlined by unnaturally hard edges",
+                     "set off by crisper edges than its surroundings"),
+    "texture": ("unevenly textured", "marked by a texture that does not match its surroundings",
+                "patchy in texture"),
+    "subtle": ("subtly retouched", "slightly reworked", "faintly altered"),
+}
+EXTENT_WORDS = {
+    "most": ("across most of its area", "almost everywhere", "throughout"),
+    "part": ("over part of its area", "in places", "over a portion of it"),
+    "small": ("in a small patch", "in one small spot", "in a limited area"),
+}
+
+
+def evidence_changes(e: ConceptEvidence) -> list[str]:
+    """The changes the measurements clearly show, as `TONE_WORDS` and `DETAIL_WORDS`
+    keys: tone directions first, then at most one kind of detail change ("subtle" when
+    nothing passes its threshold)."""
+    changes = []
+    for value, low, high in ((e.delta_l, "darker", "lighter"), (e.delta_a, "greener", "redder"),
+                             (e.delta_b, "bluer", "more yellow")):
+        if value <= -TONE_DELTA:
+            changes.append(low)
+        elif value >= TONE_DELTA:
+            changes.append(high)
     if e.sharpness_ratio <= SHARPNESS_LOW:
-        phrases.append(f"smoothed, with fine detail lost (sharpness ×{e.sharpness_ratio:.2f})")
+        changes.append("smoothed")
     elif e.sharpness_ratio >= SHARPNESS_HIGH:
-        phrases.append(f"over-sharpened (sharpness ×{e.sharpness_ratio:.2f})")
+        changes.append("sharpened")
     elif e.edge_ratio <= EDGE_LOW:
-        phrases.append(f"softer at its edges (edge strength ×{e.edge_ratio:.2f})")
+        changes.append("softer edges")
     elif e.edge_ratio >= EDGE_HIGH:
-        phrases.append(f"harder-edged (edge strength ×{e.edge_ratio:.2f})")
+        changes.append("harder edges")
     elif e.texture_change >= TEXTURE_CHANGE:
-        phrases.append(f"changed in texture (gradient change {e.texture_change:.1f})")
-    if not phrases:
-        phrases.append(f"subtly altered (mean difference {e.mean_abs_rgb_diff:.1f} grey levels)")
+        changes.append("texture")
+    if not changes:
+        changes.append("subtle")
+    return changes
+
+
+def evidence_phrases(e: ConceptEvidence, *key: str) -> list[str]:
+    """What changed, in words a viewer of the fake image could use, with no number and no
+    comparison with an image the viewer does not have: the tone phrase, then the detail
+    phrase, either may be absent.  `key` picks among synonyms."""
+    changes = evidence_changes(e)
+    tones = [_pick(TONE_WORDS[c], *key, c) for c in changes if c in TONE_WORDS]
+    phrases = []
+    if tones:
+        phrases.append(tones[0] if len(tones) == 1 else ", ".join(tones[:-1]) + " and " + tones[-1])
+        if len(tones) == len(changes):
+            phrases[0] += " in colour"
+    phrases += [_pick(DETAIL_WORDS[c], *key, c) for c in changes if c in DETAIL_WORDS]
     return phrases
 
 
-def extent_phrase(coverage: float) -> str:
-    if coverage >= 0.6:
-        return "across most of its area"
-    if coverage >= 0.25:
-        return "over part of its area"
-    return "in a small patch"
+def extent_phrase(coverage: float, *key: str) -> str:
+    size = "most" if coverage >= 0.6 else "part" if coverage >= 0.25 else "small"
+    return _pick(EXTENT_WORDS[size], *key, "extent")
 
 
 class EvidenceDescriber(Describer):
-    """Offline, deterministic sentences from the measured evidence."""
+    """Offline, deterministic sentences from the measured evidence: what is visible in
+    the fake image, in words (the numbers stay in the sample's `concept_evidence`)."""
 
     name = "evidence"
 
     CONCEPT_SENTENCES = (
-        "The [[{id}]] is {changes} compared with the real image, {extent}.",
-        "In the [[{id}]], the pixels are {changes} relative to the real image, {extent}.",
-        "The [[{id}]] has been altered: against the real image it is {changes}, {extent}.",
-        "Manipulation traces sit in the [[{id}]], which is {changes} {extent}.",
-        "Compared with the real image, the [[{id}]] is {changes}, {extent}.",
+        "The [[{id}]] looks {changes}, {extent}.",
+        "The [[{id}]] appears {changes} {extent}.",
+        "Editing traces show in the [[{id}]], which is {changes} {extent}.",
+        "Look at the [[{id}]]: it is {changes}, {extent}.",
+        "The [[{id}]] has been retouched; it is {changes} {extent}.",
+        "In the [[{id}]], the image is {changes} {extent}.",
     )
     IMAGE_OPENINGS = (
         "This image was manipulated locally; {n} shows artifacts.",
@@ -213,24 +273,26 @@ class EvidenceDescriber(Describer):
     def describe_concept(self, concept: ConceptCoverage, key: str, pair=None) -> str:
         if concept.evidence is None:
             raise ValueError(f"{concept.id} is flagged but has no evidence")
-        phrases = evidence_phrases(concept.evidence)
-        changes = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+        phrases = evidence_phrases(concept.evidence, key, concept.id)
+        changes = phrases[0] if len(phrases) == 1 else (
+            phrases[0] + (", and " if " and " in phrases[0] else " and ") + phrases[1])
         template = _pick(self.CONCEPT_SENTENCES, key, concept.id)
         return template.format(id=concept.id, changes=changes,
-                               extent=extent_phrase(concept.coverage))
+                               extent=extent_phrase(concept.coverage, key, concept.id))
 
     def aggregate(self, node_id: str, parts: list[str], key: str, pair=None) -> str:
         body = " ".join(parts)
         if node_id != self.tree.root.id:
             return body
-        count = "one region" if len(parts) == 1 else f"each of {len(parts)} regions"
+        count = "one region" if len(parts) == 1 else f"each of {_in_words(len(parts))} regions"
         opening = _pick(self.IMAGE_OPENINGS, key, "image").format(n=count)
         return f"{opening} {body}"
 
     def templates(self) -> list[TemplateRef]:
-        source = "\n".join(self.CONCEPT_SENTENCES + self.IMAGE_OPENINGS)
+        words = repr((TONE_WORDS, DETAIL_WORDS, EXTENT_WORDS))
+        source = "\n".join(self.CONCEPT_SENTENCES + self.IMAGE_OPENINGS) + words
         version = hashlib.sha256(source.encode()).hexdigest()[:12]
-        return [TemplateRef(id="evidence_describer@v1", version=version)]
+        return [TemplateRef(id="evidence_describer@v2", version=version)]
 
 
 DESCRIBERS = {"evidence": EvidenceDescriber}

@@ -86,7 +86,8 @@ def concepts_report(events: dict[tuple, float]) -> dict[str, Any]:
 
 
 def hallucination_report(events: dict[tuple, float]) -> dict[str, Any]:
-    """How often texts name concepts that have no artifact (over every checked text)."""
+    """How often texts name concepts that have no artifact, and how many name none of
+    the concepts they explain (over every checked text)."""
     counts = {k[1]: int(v) for k, v in events.items() if k[0] == "hallucination"}
     texts, mentions = counts.get("texts", 0), counts.get("mentions", 0)
     return {
@@ -94,4 +95,6 @@ def hallucination_report(events: dict[tuple, float]) -> dict[str, Any]:
         "rate": round(counts.get("texts_hallucinating", 0) / texts, 6) if texts else 0.0,
         "mentions": mentions, "hallucinated_mentions": counts.get("hallucinated_mentions", 0),
         "mention_rate": round(counts.get("hallucinated_mentions", 0) / mentions, 6) if mentions else 0.0,
+        # Texts that name none of the concepts they explain (rejected as `ungrounded`).
+        "texts_ungrounded": counts.get("texts_ungrounded", 0),
     }

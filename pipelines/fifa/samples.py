@@ -20,7 +20,7 @@ from pipelines.fifa.describe import PairDescription, grounded_leaves, referenced
 from prompts.instructions import InstructionLibrary
 from schemas.analysis import PairAnalysis
 from schemas.common import RleMask, TemplateRef, Turn
-from schemas.fifa import CATEGORIES, FifaImage, PairInput, Provenance, TaskSample, TextCheck
+from schemas.fifa import CATEGORIES, ConceptMeasurement, FifaImage, PairInput, Provenance, TaskSample, TextCheck
 from schemas.masks import encode_mask
 
 
@@ -271,8 +271,15 @@ class SampleMaker:
             image=item.fake_png if fake else item.real_png, is_fake=fake,
             category=pair.category, method=pair.method, subject_id=pair.subject_id,
             source_dataset=pair.source_dataset, crop_transform=item.analysis.crop_transform,
-            provenance=provenance, samples=about[fake],
+            provenance=provenance, concept_evidence=self._measurements(item) if fake else [],
+            samples=about[fake],
         ) for fake in (True, False) if about[fake]]
+
+    @staticmethod
+    def _measurements(item: AnalyzedPair) -> list[ConceptMeasurement]:
+        return [ConceptMeasurement(concept=c.id, coverage=c.coverage, artifact_px=c.artifact_px,
+                                   evidence=c.evidence)
+                for c in item.analysis.concepts if c.artifact and c.evidence is not None]
 
     # --- choices -------------------------------------------------------------------------
 

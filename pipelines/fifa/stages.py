@@ -295,7 +295,8 @@ class Describe(LlmStage):
 
 
 class Rate(LlmStage):
-    """Stage 7: the hallucination check and the rating; pairs below the bars go to `rejected`."""
+    """Stage 7: the hallucination and grounding checks and the rating; pairs below the
+    bars go to `rejected`."""
 
     stage = Stage.RATE
 
@@ -330,6 +331,7 @@ class Rate(LlmStage):
         """The pair's events, then the pair or its rejected row: the hallucination and
         rating counts include the pairs they reject, so they measure the backend."""
         from pipelines.common.rating import below_bar, rating_events
+        from pipelines.fifa.describe import ungrounded
         from schemas.fifa import TextCheck
 
         item, description = element
@@ -348,10 +350,16 @@ class Rate(LlmStage):
                                      texts=self.judged(description), **fields)
             return [*out, (REJECTED, row)]
 
+        unmoored = ungrounded(self.tree, description)
+        out.append(event(("hallucination", "texts_ungrounded"), len(unmoored)))
         if self.max_hallucinated is not None and len(hallucinated) > self.max_hallucinated:
             return reject(RejectReason.HALLUCINATED,
                           f"the texts name {len(hallucinated)} concept(s) with no artifact "
                           f"(at most {self.max_hallucinated}): {', '.join(hallucinated)}")
+        if unmoored:
+            return reject(RejectReason.UNGROUNDED,
+                          f"{len(unmoored)} text(s) name none of the concepts they explain, so their "
+                          f"answers would ground nothing: {', '.join(unmoored)}")
         rating = None
         if self.rater is not None:
             rating = self.rater.rate(item.analysis, description.concepts, description.image,

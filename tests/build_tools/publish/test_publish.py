@@ -74,6 +74,7 @@ def exported(output, tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def llm_output(pairs, tmp_path_factory) -> Path:
     """Two good pairs described and rated by a model (the local server), all in train."""
+    from build_tools.fakes.fifa_model import fifa_responder
     from build_tools.fakes.llm_server import LocalLlmServer
 
     root = tmp_path_factory.mktemp("publish_llm")
@@ -83,7 +84,7 @@ def llm_output(pairs, tmp_path_factory) -> Path:
     mp = pytest.MonkeyPatch()
     mp.setenv("OPENAI_API_KEY", "sk-facext-publish-test")
     try:
-        with LocalLlmServer() as server:
+        with LocalLlmServer(responder=fifa_responder) as server:
             _run(pairs / "llm.jsonl", root / "out", "--describer", "openai-compatible", "--rater",
                  "openai-compatible", "--llm_base_url", server.openai_base_url, "--llm_model", LLM_MODEL,
                  "--llm_cache", str(root / "cache"), "--test_fraction", "0")

@@ -3,7 +3,8 @@ local server that speaks their protocols, with injected failures.
 
 Each generated pair gets its own behaviour from the server (matched by the method name the
 prompts carry): rate-limited then fine, always failing, malformed, schema-violating then
-fixed, hallucinating, rated low.  Every input must end in the output or in the rejected
+fixed, hallucinating, naming no region, rated low.  Otherwise it answers as a model that
+follows the prompts would (`fifa_responder`: a concept's text names that concept).  Every input must end in the output or in the rejected
 table with the right reason; a re-run must make no call and write the same bytes; no API
 key may appear in anything the run writes or logs.
 """
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from build_tools.fakes.llm_server import DEFAULT_SENTENCE, Fault, LocalLlmServer, default_responder
+from build_tools.fakes.fifa_model import SEAM, fifa_responder
+from build_tools.fakes.llm_server import Fault, LocalLlmServer, default_responder
 
 OPENAI_KEY = f"sk-facext-test-{uuid.uuid4().hex}"
 GEMINI_KEY = f"AIza-facext-test-{uuid.uuid4().hex}"
@@ -32,6 +34,7 @@ EXPECTED = {
     "iris_recolor": "written",  # the first answer violates the schema, the correction is fine
     "skin_smooth": "hallucinated",  # explanations blame the left earlobe, which was not touched
     "skin_age": "low_rating",  # the rater gives 3
+    "hair_recolor": "ungrounded",  # explanations name no facial region at all
 }
 
 
@@ -54,8 +57,8 @@ def faults(call):
 
 
 def responder(call):
-    answer = default_responder(call)
     method = _method(call)
+    answer = default_responder(call) if method == "hair_recolor" else fifa_responder(call)
     if isinstance(answer, dict) and method == "skin_smooth" and "explanation" in answer:
         answer["explanation"] = "The left earlobe looks blurred and waxy compared with the real photo."
     if isinstance(answer, dict) and method == "skin_age" and "overall" in answer:
@@ -68,7 +71,7 @@ def good_pairs(tmp_path_factory) -> Path:
     from pipelines.fifa.sample_data import make_sample_pairs
 
     folder = tmp_path_factory.mktemp("llm_pairs")
-    make_sample_pairs(folder, n=6, seed=5)
+    make_sample_pairs(folder, n=len(EXPECTED), seed=5)
     rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
     good = [r for r in rows if r["method"] in EXPECTED and not r.get("expected_reject")]
     assert sorted(r["method"] for r in good) == sorted(EXPECTED)
@@ -153,6 +156,9 @@ def test_every_pair_ends_written_or_rejected_with_the_right_reason(openai_runs):
     assert "not valid JSON" in by_reason["llm_invalid_output"]["detail"]
     assert by_reason["hallucinated"]["stage"] == "rate"
     assert "left_earlobe" in by_reason["hallucinated"]["hallucinated_concepts"]
+    ungrounded = by_reason["ungrounded"]
+    assert ungrounded["stage"] == "rate" and "image" in ungrounded["detail"]
+    assert ungrounded["rating"] is None  # rejected before a rating was paid for
     low = by_reason["low_rating"]
     assert low["stage"] == "rate" and low["rating"]["overall"] == 3 and "--min_rating 6" in low["detail"]
 
@@ -163,7 +169,7 @@ def test_rate_stage_rejects_keep_the_texts_they_were_judged_on(openai_runs, tree
     from build_tools.report_html import _judged_texts
 
     rejected = {row["reason"]: row for row in _rejected(openai_runs["root"] / "out1").values()}
-    for reason in ("hallucinated", "low_rating"):
+    for reason in ("hallucinated", "ungrounded", "low_rating"):
         texts = rejected[reason]["texts"]
         assert texts[0]["concept"] is None and len(texts) > 1
         assert all(t["concept"] in tree.by_id and t["text"] and "[[" not in t["text"] for t in texts[1:])
@@ -244,11 +250,15 @@ def test_samples_carry_the_model_the_prompts_and_the_rating(openai_runs):
         assert (row["rating"] or {}).get("overall") == (8 if judged_answer(row["task"], row["negative"]) else None)
         assert row["hallucinated_concepts"] == []
     texts = [r["conversations"][1]["value"] for r in rows if r["task"] == "i_toe"]
-    assert texts and all(DEFAULT_SENTENCE.rstrip(".") in t for t in texts)
+    assert texts and all(SEAM in t for t in texts)
     report = json.loads((out / "run_report.json").read_text())
     assert report["ratings"]["histograms"]["overall"]["8"] == len({r["pair_id"] for r in rows})
     assert report["ratings"]["histograms"]["overall"]["3"] == 1
     assert report["hallucination"]["texts_hallucinating"] >= 1 and report["hallucination"]["rate"] > 0
+    # hair_recolor's texts name nothing: the image's and each concept's but the root's
+    # (which is its leaves' texts) count; skin_smooth's name only the earlobe, so count too.
+    hair = next(r for r in _rejected(out).values() if r["reason"] == "ungrounded")
+    assert report["hallucination"]["texts_ungrounded"] >= len(hair["texts"]) - 1 >= 2
 
 
 def test_no_api_key_in_any_file_or_log(openai_runs):
