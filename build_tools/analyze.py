@@ -9,21 +9,18 @@ import cv2
 import numpy as np
 
 from pipelines.fifa.analysis import AnalysisConfig, PairAnalyzer
+from pipelines.fifa.artifacts import mask_config
 from pipelines.vision.faces import FaceGeometryConfig
 from schemas.analysis import PairAnalysis
 
 
 def analysis_config(mask_mode: str | None = None, threshold: float | None = None,
                     percentile: float | None = None, crop_size: int | None = None) -> AnalysisConfig:
-    """Defaults, with the given options replaced."""
+    """Defaults, with the given options replaced (a percentile alone means percentile mode)."""
     config = AnalysisConfig()
-    mask_changes = {k: v for k, v in
-                    {"mode": mask_mode, "threshold": threshold, "percentile": percentile}.items()
-                    if v is not None}
-    if mask_mode is None and percentile is not None:
-        mask_changes["mode"] = "percentile"
+    mode = mask_mode or ("percentile" if percentile is not None else config.mask.mode)
     face = FaceGeometryConfig(crop_size=crop_size) if crop_size else config.face
-    return dataclasses.replace(config, mask=dataclasses.replace(config.mask, **mask_changes), face=face)
+    return dataclasses.replace(config, mask=mask_config(mode, threshold, percentile), face=face)
 
 
 def analyze_to_dir(real: str | Path, fake: str | Path, out: str | Path, **options) -> PairAnalysis:

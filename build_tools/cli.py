@@ -242,9 +242,11 @@ def build_parser(pipeline_options: bool = False) -> argparse.ArgumentParser:
     analyze.add_argument("real", help="the real (source) image")
     analyze.add_argument("fake", help="the fake image made from it, same size and framing")
     analyze.add_argument("--out", required=True, help="folder for analysis.json and the PNGs")
-    analyze.add_argument("--mask-mode", choices=["absolute", "percentile"], default=None)
+    analyze.add_argument("--mask-mode", choices=["hysteresis", "absolute", "percentile"], default=None,
+                         help="artifact mask (default hysteresis; docs/masks.md)")
     analyze.add_argument("--threshold", type=float, default=None,
-                         help="absolute mode: grey levels of mean |fake-real| (default 12)")
+                         help="grey levels; hysteresis: seed level of the largest channel change (default 6); "
+                              "absolute: mean |fake-real| over RGB (default 12)")
     analyze.add_argument("--percentile", type=float, default=None,
                          help="percentile mode: keep differences above it (FiFa: 95)")
     analyze.add_argument("--crop-size", type=int, default=None, help="aligned crop side (default 512)")

@@ -127,7 +127,7 @@ def render_pair_overlay(result, path: str, tree: ConceptTree | None = None, titl
     panels = [
         ("real", result.real_crop),
         ("fake", result.fake_crop),
-        ("|fake - real| (mean RGB)", difference_heatmap(result.difference)),
+        ("|fake - real|", difference_heatmap(result.difference)),
         (f"artifact mask (> {result.analysis.mask_threshold:g})", mask_overlay(result.fake_crop, result.artifact_mask)),
         ("artifact-existing atomic concepts", flagged_overlay(result.real_crop, result.labels, flagged_atomic)),
     ]
@@ -147,6 +147,52 @@ def render_pair_overlay(result, path: str, tree: ConceptTree | None = None, titl
     if parents:
         lines += ["", "parents: " + ", ".join(parents[:14]) + (" ..." if len(parents) > 14 else "")]
     text.text(0, 1, "\n".join(lines), va="top", fontsize=9, family="monospace", wrap=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def truth_overlay(image: np.ndarray, mask: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Mask against truth on a dimmed image: both green, mask only red, truth only blue."""
+    out = (image.astype(np.float32) * 0.45).astype(np.uint8)
+    out[mask & truth] = (40, 220, 40)
+    out[mask & ~truth] = (255, 40, 40)
+    out[~mask & truth] = (60, 110, 255)
+    return out
+
+
+def render_mask_steps(pairs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], path: str,
+                      config=None) -> None:
+    """The hysteresis mask step by step, one row per pair (title, real crop, fake crop,
+    valid crop pixels, truth in the crop), zoomed on the truth: the difference, the seeds,
+    the grown mask, the final mask against the truth (docs/masks.md)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipelines.fifa.artifacts import MaskConfig, hysteresis_steps
+
+    config = config or MaskConfig()
+    fig, axes = plt.subplots(len(pairs), 5, figsize=(17, 3.6 * len(pairs)), dpi=80, squeeze=False)
+    for row, (title, real, fake, valid, truth) in zip(axes, pairs, strict=True):
+        steps = hysteresis_steps(real, fake.astype(np.float32) - real.astype(np.float32), valid, config)
+        ys, xs = np.nonzero(truth)
+        pad = 24
+        y0, y1 = max(int(ys.min()) - pad, 0), min(int(ys.max()) + pad, truth.shape[0])
+        x0, x1 = max(int(xs.min()) - pad, 0), min(int(xs.max()) + pad, truth.shape[1])
+        zoom = (slice(y0, y1), slice(x0, x1))
+        inter = np.count_nonzero(steps.mask & truth)
+        iou = inter / max(np.count_nonzero(steps.mask | truth), 1)
+        panels = [(f"{title}: fake", fake[zoom]),
+                  ("largest channel change", difference_heatmap(steps.difference[zoom], vmax=24.0)),
+                  ("seeds (above the pair's noise)", mask_overlay(fake[zoom], steps.seeds[zoom].astype(bool))),
+                  ("grown through the soft border", mask_overlay(fake[zoom], steps.grown[zoom].astype(bool))),
+                  (f"mask vs truth, IoU {iou:.2f}", truth_overlay(fake[zoom], steps.mask[zoom], truth[zoom]))]
+        for ax, (name, panel) in zip(row, panels, strict=True):
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_title(name, fontsize=10)
+            ax.set_axis_off()
+    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 

@@ -39,6 +39,9 @@ class RejectReason(str, Enum):
     MESH_FAILED = "mesh_failed"
     NOT_LOCALIZED = "not_localized"
     MISALIGNED = "misaligned"
+    # The whole image changed (a colour grade, a re-render, an entire synthesis): the
+    # difference method finds no local artifact to explain.
+    GLOBAL_CHANGE = "global_change"
     BAD_MANIFEST_ROW = "bad_manifest_row"
     PATH_OUTSIDE_MANIFEST = "path_outside_manifest"
     DUPLICATE_PAIR_ID = "duplicate_pair_id"
@@ -72,6 +75,7 @@ _REASON_STAGE = {
     RejectReason.MESH_FAILED: Stage.FACE,
     RejectReason.NOT_LOCALIZED: Stage.ARTIFACT,
     RejectReason.MISALIGNED: Stage.ARTIFACT,
+    RejectReason.GLOBAL_CHANGE: Stage.ARTIFACT,
     RejectReason.BAD_MANIFEST_ROW: Stage.MANIFEST,
     RejectReason.PATH_OUTSIDE_MANIFEST: Stage.MANIFEST,
     RejectReason.DUPLICATE_PAIR_ID: Stage.MANIFEST,

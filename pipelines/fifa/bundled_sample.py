@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 SAMPLE_PAIRS = 14  # one pair per edit method, plus the bad pairs
-SAMPLE_VERSION = 2  # bump when the generator's output changes
+SAMPLE_VERSION = 3  # bump when the generator's output changes
 
 
 def cache_root() -> Path:

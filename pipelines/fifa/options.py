@@ -17,9 +17,12 @@ class FifaFlags:
                                shown="the bundled sample pairs")
     output: str = option("out/fifa_instruct", "output folder or URL")
     crop_size: int = option(512, "side of the aligned crop, px")
-    mask_mode: str = option("absolute", "artifact mask: fixed difference threshold, or top percentile",
-                            choices=("absolute", "percentile"))
-    mask_threshold: float = option(12.0, "absolute mode: mean |fake-real| over RGB, 0..255")
+    mask_mode: str = option("hysteresis", "artifact mask: seeds above the pair's own noise grown through the "
+                                          "soft border of each edit (docs/masks.md), a fixed difference threshold, "
+                                          "or the top percentile", choices=("hysteresis", "absolute", "percentile"))
+    mask_threshold: float | None = option(None, "grey levels 0..255; hysteresis: seed level of the largest channel "
+                                                "change; absolute: mean |fake-real| over RGB",
+                                          shown="6 (hysteresis), 12 (absolute)")
     mask_percentile: float = option(95.0, "percentile mode: keep differences above this percentile")
     coverage_threshold: float = option(0.10, "an atomic concept has artifacts above this coverage |A∩R|/|R|")
     max_rows_per_shard: int = option(1000, "rows per Arrow file, at most")

@@ -45,6 +45,10 @@ class FifaOutput(RunOutput):
                          f"sample for them; the names it reads are in the README (categories)")
         if none:
             notes.append(f"{none} pairs name no category and no known method: no cls sample for them")
+        synthesis = categories.get("entire_synthesis_rejected", 0)
+        if synthesis:
+            notes.append(f"{synthesis} entire-synthesis pairs rejected as global_change: a wholly generated image "
+                         "has no local artifact for the difference method to find")
         return notes
 
 
@@ -56,12 +60,15 @@ def _tree_version() -> int:
 
 def categories_report(events: dict[tuple, float]) -> dict[str, Any]:
     """Written pairs per FiFa category, the category values facext did not know (with
-    their pairs: those got no `cls` sample), and the pairs that named none."""
+    their pairs: those got no `cls` sample), the pairs that named none, and the
+    entire-synthesis pairs refused as global changes."""
     from schemas.fifa import CATEGORIES
 
     by = {c: int(events.get(("category", c), 0)) for c in CATEGORIES}
     unknown = {k[1]: int(v) for k, v in sorted(events.items()) if k[0] == "unknown_category"}
-    return {"by_category": by, "unknown": unknown, "no_category": int(events.get(("no_category",), 0))}
+    return {"by_category": by, "unknown": unknown, "no_category": int(events.get(("no_category",), 0)),
+            # refused as `global_change` (no local artifact), counted apart from the written pairs
+            "entire_synthesis_rejected": int(events.get(("entire_synthesis_rejected",), 0))}
 
 
 def concepts_report(events: dict[tuple, float]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from fict.coverage import ConceptConfig
 from pipelines.common.llm_options import LlmFlags
 from pipelines.common.run_options import RunFlags
 from pipelines.fifa.analysis import AnalysisConfig
-from pipelines.fifa.artifacts import MaskConfig
+from pipelines.fifa.artifacts import mask_config
 from pipelines.fifa.options import FifaFlags
 from pipelines.fifa.samples import SampleConfig
 from pipelines.llm.config import LlmConfig
@@ -27,7 +27,7 @@ class FifaSettings:
     describer: str = _LLM.describer
     crop_size: int = _FIFA.crop_size
     mask_mode: str = _FIFA.mask_mode
-    mask_threshold: float = _FIFA.mask_threshold
+    mask_threshold: float | None = _FIFA.mask_threshold
     mask_percentile: float = _FIFA.mask_percentile
     coverage_threshold: float = _FIFA.coverage_threshold
     max_rows_per_shard: int = _FIFA.max_rows_per_shard
@@ -93,8 +93,7 @@ class FifaSettings:
     def analysis_config(self) -> AnalysisConfig:
         return AnalysisConfig(
             face=FaceGeometryConfig(crop_size=self.crop_size),
-            mask=MaskConfig(mode=self.mask_mode, threshold=self.mask_threshold,
-                            percentile=self.mask_percentile),
+            mask=mask_config(self.mask_mode, self.mask_threshold, self.mask_percentile),
             concepts=replace(ConceptConfig(), min_coverage=self.coverage_threshold),
         )
 

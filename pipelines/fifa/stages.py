@@ -20,6 +20,7 @@ from apache_beam.metrics import Metrics
 
 from pipelines.common.beam_tags import CACHED, OK, REJECTED, event
 from pipelines.common.stages import NAMESPACE, LlmStage, StageFn, llm_errors_as_rejections
+from pipelines.fifa.categories import ENTIRE_SYNTHESIS
 from schemas.common import PairRejected, RejectReason, Stage
 from schemas.fifa import CATEGORIES, PairInput
 
@@ -167,6 +168,18 @@ class AnalyzerStage(StageFn):
         return outcome, outputs
 
 
+SYNTHESIS_DETAIL = ("the manifest says entire synthesis: the whole image is generated, so its difference from "
+                    "the real image marks no local artifact to explain (the same answer as a measured "
+                    "global change; the images were not read)")
+
+
+def synthesis_refusal(pair: PairInput) -> list:
+    """An entire-synthesis fake, refused as a global change at the artifact stage without
+    reading it, and counted apart in the report (`categories.entire_synthesis_rejected`)."""
+    row = pair.rejected(Stage.ARTIFACT.value, RejectReason.GLOBAL_CHANGE.value, SYNTHESIS_DETAIL)
+    return [(REJECTED, row), event(("entire_synthesis_rejected",))]
+
+
 class LoadPair(StageFn):
     """Stage 1: decode both images, normalise channels, check they match in size.
 
@@ -187,6 +200,8 @@ class LoadPair(StageFn):
     def step(self, element: PairInput):
         from pipelines.fifa.analysis import read_pair
 
+        if element.category == ENTIRE_SYNTHESIS:
+            return synthesis_refusal(element)
         item = InFlight(element)
         item.real, item.fake = read_pair(element.real, element.fake, item.timings)
         if self.cache is None:

@@ -386,7 +386,8 @@ def test_card_text_reports_the_runs_numbers(exported, report):
             f"{len(tree) - len(tree.atomic)} parents") in built
     options = {r["option"]: r["value"] for r in _table(_section(body, "Options"))}
     assert options["describer"] == report["options"]["describer"] == "evidence"
-    assert float(options["mask_threshold"]) == report["options"]["mask_threshold"]
+    assert options["mask_mode"] == report["options"]["mask_mode"] == "hysteresis"
+    assert float(options["coverage_threshold"]) == report["options"]["coverage_threshold"]
     templates = [[r["template"], r["version"], int(r["pairs"])] for r in _table(_section(body, "Prompt templates"))]
     assert templates == [[t["id"], t["version"], t["pairs"]] for t in report["prompt_templates"]]
     assert "templated" in _section(body, "Known limits")

@@ -99,14 +99,66 @@ def test_blur_and_sharpen_evidence(analyzer, photos, photo_results, tree):
     assert ev_sharp.sharpness_ratio > 2 and ev_sharp.edge_ratio > 1
 
 
-def test_global_change_is_not_localized(analyzer, photos, photo_results, tree):
+def test_whole_face_change_is_rejected(analyzer, photos, photo_results, tree):
     image = photos["grace_hopper"]
     region = _region(photo_results["grace_hopper"], tree, "face", image.shape)
     fake = _edit(image, region, lambda x: 255 - x)
     result = analyzer.analyze(image, fake)
     assert result.analysis.status == "rejected"
-    assert result.analysis.reason == RejectReason.NOT_LOCALIZED
+    assert result.analysis.reason in (RejectReason.GLOBAL_CHANGE, RejectReason.NOT_LOCALIZED)
     assert result.analysis.stage.value == "artifact"
+
+
+def _grade(image, hue=0.0, saturation=1.0, value=1.0):
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + hue) % 256
+    hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0, 255)
+    hsv[..., 2] = np.clip(hsv[..., 2] * value, 0, 255)
+    return cv2.cvtColor(hsv.round().astype(np.uint8), cv2.COLOR_HSV2RGB_FULL)
+
+
+def _resampled(image, factor):
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param(lambda x: _grade(x, hue=6, saturation=1.15, value=1.08), id="colour grade"),
+    pytest.param(lambda x: _grade(x, value=0.94), id="weak darkening"),
+    pytest.param(lambda x: np.clip((x.astype(np.float32) - 128) * 1.1 + 128, 0, 255).astype(np.uint8),
+                 id="contrast"),
+    pytest.param(lambda x: _resampled(x, 0.5), id="whole-image resample"),
+])
+@pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
+def test_global_change_is_never_ok(analyzer, photos, name, change):
+    """A manipulated image must not come back clean: a change of the whole image is
+    rejected as `global_change`, saying how much of the face changed."""
+    image = photos[name]
+    result = analyzer.analyze(image, change(image))
+    assert result.analysis.reason == RejectReason.GLOBAL_CHANGE, result.analysis
+    assert result.analysis.stage.value == "artifact"
+    assert "whole image changed" in result.analysis.detail and "% of the face" in result.analysis.detail
+
+
+def test_local_edit_after_a_whole_image_resample_is_rejected(analyzer, photos, photo_results, tree):
+    image = photos["astronaut"]
+    region = _region(photo_results["astronaut"], tree, "lips", image.shape)
+    edited = _edit(image, region, lambda x: x * np.float32([1.0, 0.7, 0.7]))
+    assert analyzer.analyze(image, edited).ok
+    assert analyzer.analyze(image, _resampled(edited, 0.6)).analysis.reason == RejectReason.GLOBAL_CHANGE
+
+
+@pytest.mark.parametrize("quality", [80, 95])
+def test_recompressing_both_images_flags_nothing(analyzer, photos, quality):
+    image = photos["grace_hopper"]
+
+    def jpeg(x, q):
+        return decode_image(cv2.imencode(".jpg", x[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])[1].tobytes())
+
+    result = analyzer.analyze(jpeg(image, 90), jpeg(image, quality))
+    assert result.ok
+    assert result.artifact_mask.mean() < 0.002
 
 
 def test_shifted_fake_is_misaligned(analyzer, photos):

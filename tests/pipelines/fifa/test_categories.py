@@ -34,23 +34,27 @@ def test_a_run_counts_unknown_and_missing_categories_and_says_so(tmp_path):
     from pipelines.fifa_annotate import run
 
     folder = tmp_path / "pairs"
-    make_sample_pairs(folder, n=4, seed=2)
+    make_sample_pairs(folder, n=5, seed=2)
     rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
-    good = [r for r in rows if not r.get("expected_reject")][:4]
-    spellings = [("face_editing", "x"), ("FaceSwap", "x"), ("blah", "x"), (None, "my-gan")]
+    good = [r for r in rows if not r.get("expected_reject")][:5]
+    spellings = [("face_editing", "x"), ("FaceSwap", "x"), ("blah", "x"), (None, "my-gan"), ("Entire-Synthesis", "x")]
     for row, (category, method) in zip(good, spellings, strict=True):
         row["category"], row["method"] = category, method
     (folder / "odd.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good))
     done = run(["--input", str(folder / "odd.jsonl"), "--output", str(tmp_path / "out")], runner=FnApiRunner())
     report = done.report
-    assert report["pairs_written"] == 4
+    assert report["pairs_written"] == 4 and report["adds_up"]
     assert report["categories"] == {"by_category": {"face editing": 1, "face swap": 1, "reenactment": 0,
                                                     "entire synthesis": 0},
-                                    "unknown": {"blah": 1}, "no_category": 1}
+                                    "unknown": {"blah": 1}, "no_category": 1, "entire_synthesis_rejected": 1}
+    # An entire synthesis has no local artifact: refused as a global change, not dropped.
+    assert report["rejected"]["by_stage_and_reason"] == {"artifact": {"global_change": 1}}
+    rejected = list(datasets.load_from_disk(str(tmp_path / "out" / "rejected")))
+    assert [(r["pair_id"], r["category"]) for r in rejected] == [(good[4]["pair_id"], "entire synthesis")]
     assert report["samples"]["by_task"]["cls"] == 2
     rows = [row for split in ("train", "test") for row in datasets.load_from_disk(str(tmp_path / "out" / split))]
     by_pair = {r["pair_id"]: r for r in rows if r["is_fake"]}
-    for row, (category, _) in zip(good, spellings, strict=True):
+    for row, (category, _) in zip(good[:4], spellings[:4], strict=True):
         image = by_pair[row["pair_id"]]
         cls = [s for s in image["samples"] if s["task"] == "cls"]
         assert image["category"] == {"face_editing": "face editing", "FaceSwap": "face swap"}.get(category,
@@ -59,3 +63,4 @@ def test_a_run_counts_unknown_and_missing_categories_and_says_so(tmp_path):
     summary = done.summary()
     assert "1 pairs have a category facext does not know ('blah' 1): no cls sample for them" in summary
     assert "1 pairs name no category and no known method" in summary
+    assert "1 entire-synthesis pairs rejected as global_change" in summary

@@ -12,8 +12,9 @@ import pytest
 from fict.regions import FACE_OVAL, label_map
 from pipelines.fifa.sample_data import (
     BAD_PAIRS,
-    GT_MIN_DIFF,
+    GT_MIN_CHANGE,
     METHODS,
+    largest_channel_change,
     make_sample_pairs,
     mirror_concept,
 )
@@ -56,6 +57,10 @@ def faces():
 
 def _diff(real, fake):
     return np.abs(real.astype(np.int16) - fake.astype(np.int16)).mean(-1)
+
+
+def _largest(real, fake):
+    return largest_channel_change(real, fake)
 
 
 def test_manifest_rows_and_keys(sample):
@@ -116,7 +121,7 @@ def test_gt_masks_match_size_and_pixels(good):
         # Noise and JPEG move pixels a little; the edit still stands out.
         assert diff[truth].mean() >= 10, (name, diff[truth].mean())
         if row["encoding"] in LOSSLESS:  # the files hold the very pixels measured
-            assert diff[truth].min() >= GT_MIN_DIFF, name
+            assert _largest(real, fake)[truth].min() > GT_MIN_CHANGE, name
 
 
 def test_edits_are_local(good):
@@ -127,7 +132,7 @@ def test_edits_are_local(good):
         truth = gt > 0
         diff = _diff(real, fake)
         assert diff[~truth].mean() < 0.1, name
-        assert np.mean(diff[~truth] >= GT_MIN_DIFF) < 0.005, name
+        assert _largest(real, fake)[~truth].max() <= GT_MIN_CHANGE, name  # the truth is every change
         # Beyond the soft edge nothing changed at all.
         far = cv2.dilate(truth.astype(np.uint8), np.ones((31, 31), np.uint8)) == 0
         assert diff[far].max() == 0, name
@@ -168,7 +173,8 @@ def test_one_sided_edits_land_in_their_region(good, faces, tree):
         mirror = region([mirror_concept(c) for c in row["target_concepts"]])
         inside = (truth & target).sum() / truth.sum()
         on_mirror = (truth & mirror).sum() / truth.sum()
-        assert inside >= 0.8, (row["pair_id"], inside)
+        # The truth is every changed pixel, the feathered border outside the region too.
+        assert inside >= 0.7, (row["pair_id"], inside)
         assert on_mirror <= 0.02, (row["pair_id"], on_mirror)
         # The subject's left is the image's right in these upright (|angle| <= 12 deg) photos.
         nose_x = g.landmarks[1, 0]
@@ -208,7 +214,7 @@ def test_bad_pairs_are_bad_in_the_named_way(sample, faces):
     g = faces.geometry(real)
     oval = np.zeros(real.shape[:2], np.uint8)
     cv2.fillConvexPoly(oval, np.round(g.landmarks[FACE_OVAL, :2]).astype(np.int32), 1)
-    assert np.mean(_diff(real, fake)[oval > 0] >= GT_MIN_DIFF) > 0.6
+    assert np.mean(_largest(real, fake)[oval > 0] > GT_MIN_CHANGE) > 0.6
     assert len(row["gt_concepts"]) > 40
 
     row = bad["multiple_faces"]  # two faces, both strong and large enough, one edited
@@ -222,7 +228,7 @@ def test_bad_pairs_are_bad_in_the_named_way(sample, faces):
     assert centres[0] < real.shape[1] / 2 < centres[1]  # side by side
     truth = cv2.imread(str(out / row["gt_mask"]), cv2.IMREAD_GRAYSCALE) > 0
     diff = _diff(real, fake)
-    assert truth.sum() >= 30 and diff[truth].min() >= GT_MIN_DIFF
+    assert truth.sum() >= 30 and _largest(real, fake)[truth].min() > GT_MIN_CHANGE
     edited = (slice(None), slice(0, real.shape[1] // 2)) if row["edited_side"] == "left" else (
         slice(None), slice(real.shape[1] // 2, None))
     assert truth[edited].sum() == truth.sum()  # the edit is on one of the faces only
