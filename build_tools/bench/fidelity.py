@@ -167,8 +167,8 @@ def bench_fidelity(independent: Path, sample: Path, progress: bool = False) -> d
 
 def table_text(summary: dict, title: str) -> str:
     """A per-family table as plain text, then the targets."""
-    lines = [f"{title}: mean IoU {summary['mean_iou']} over {summary['scored_local_pairs']} local pairs "
-             f"(precision {summary['mean_precision']}, recall {summary['mean_recall']})",
+    lines = [(f"{title}: mean IoU {summary['mean_iou']} over {summary['scored_local_pairs']} local pairs "
+              f"(precision {summary['mean_precision']}, recall {summary['mean_recall']})"),
              f"  {'family':<26}{'pairs':>6}{'IoU':>8}{'prec':>8}{'recall':>8}  outcomes"]
     for family, t in summary["families"].items():
         iou = "-" if t["iou"] is None else f"{t['iou']:.3f}"

@@ -20,7 +20,15 @@ from pipelines.fifa.describe import PairDescription, grounded_leaves, referenced
 from prompts.instructions import InstructionLibrary
 from schemas.analysis import PairAnalysis
 from schemas.common import RleMask, TemplateRef, Turn
-from schemas.fifa import CATEGORIES, ConceptMeasurement, FifaImage, PairInput, Provenance, TaskSample, TextCheck
+from schemas.fifa import (
+    CATEGORIES,
+    ConceptMeasurement,
+    FifaImage,
+    PairInput,
+    Provenance,
+    TaskSample,
+    TextCheck,
+)
 from schemas.masks import encode_mask
 
 

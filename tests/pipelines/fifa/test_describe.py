@@ -98,7 +98,7 @@ def test_answers_describe_the_fake_alone(analyses, tree):
     openings = set()
     for pair_id, analysis in analyses:
         description = describer.describe(analysis, key=pair_id)
-        for node_id, text in description.concepts.items():
+        for text in description.concepts.values():
             assert unseen.search(text) is None, text
             assert referenced(text), text
         assert unseen.search(description.image) is None, description.image

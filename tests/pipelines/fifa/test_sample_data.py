@@ -227,7 +227,6 @@ def test_bad_pairs_are_bad_in_the_named_way(sample, faces):
     centres = sorted((f.box[0] + f.box[2]) / 2 for f in found)
     assert centres[0] < real.shape[1] / 2 < centres[1]  # side by side
     truth = cv2.imread(str(out / row["gt_mask"]), cv2.IMREAD_GRAYSCALE) > 0
-    diff = _diff(real, fake)
     assert truth.sum() >= 30 and _largest(real, fake)[truth].min() > GT_MIN_CHANGE
     edited = (slice(None), slice(0, real.shape[1] // 2)) if row["edited_side"] == "left" else (
         slice(None), slice(real.shape[1] // 2, None))
