@@ -179,18 +179,21 @@ class NoiseModel:
     magnitude, the largest of its three channels' (a colour edge of even brightness is
     where JPEG's subsampled chroma errs most).  `noise(signal, k)` is, per level, median +
     k * MAD of the signal over the valid pixels, made non-decreasing with texture (more
-    texture never has less noise).  Levels and statistics are read at half resolution
-    (the texture is smoothed over 2 px anyway), sorted by level once per pair.
+    texture never has less noise).  Levels are read at half resolution (the texture is
+    smoothed over 2 px anyway), statistics on every fourth pixel in each direction,
+    sorted by level once per pair.
     """
 
     def __init__(self, real: np.ndarray, valid: np.ndarray, bins: int):
         self.bins, self.shape = bins, valid.shape
         half = (valid.shape[1] // 2, valid.shape[0] // 2)
-        gx = channel_max(cv2.convertScaleAbs(cv2.Sobel(real, cv2.CV_16S, 1, 0)))
-        gy = channel_max(cv2.convertScaleAbs(cv2.Sobel(real, cv2.CV_16S, 0, 1)))
-        texture = cv2.resize(cv2.GaussianBlur(cv2.add(gx, gy, dtype=cv2.CV_32F), (0, 0), 2.0), half,
-                             interpolation=cv2.INTER_AREA)
-        self._sampled = valid[::2, ::2][:half[1], :half[0]]
+        small = cv2.resize(real, half, interpolation=cv2.INTER_AREA)
+        gx = channel_max(cv2.convertScaleAbs(cv2.Sobel(small, cv2.CV_16S, 1, 0)))
+        gy = channel_max(cv2.convertScaleAbs(cv2.Sobel(small, cv2.CV_16S, 0, 1)))
+        texture = cv2.GaussianBlur(cv2.add(gx, gy, dtype=cv2.CV_32F), (0, 0), 1.0)
+        # Statistics on every fourth pixel in each direction (every second of the half grid).
+        self._sampled = np.zeros(texture.shape, bool)
+        self._sampled[::2, ::2] = valid[::4, ::4][:(texture.shape[0] + 1) // 2, :(texture.shape[1] + 1) // 2]
         self._stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if not self._sampled.any():
             levels, scale = np.zeros(texture.shape, np.uint8), np.ones(texture.shape, np.float32)
@@ -199,12 +202,11 @@ class NoiseModel:
             inside = texture[self._sampled]
             edges = np.quantile(inside, np.linspace(0, 1, bins + 1)[1:-1]).astype(np.float32)
             levels = np.searchsorted(edges, texture, side="right").astype(np.uint8)
-            # The top level is open-ended: its strongest edges err more than its typical pixel.
-            top = levels == bins - 1
-            top_inside = texture[self._sampled & top]
-            typical_top = max(float(np.median(top_inside)), 1.0) if top_inside.size else 1.0
-            scale = np.where(top, np.maximum(1.0, texture / typical_top), 1.0).astype(np.float32)
             ids = levels[self._sampled]
+            # The top level is open-ended: its strongest edges err more than its typical pixel.
+            top_inside = inside[ids == bins - 1]
+            typical_top = max(float(np.median(top_inside)), 1.0) if top_inside.size else 1.0
+            scale = np.where(levels == bins - 1, np.maximum(1.0, texture / typical_top), 1.0).astype(np.float32)
             self._order = np.argsort(ids, kind="stable")
             self._bounds = np.searchsorted(ids[self._order], np.arange(bins + 1))
         size = valid.shape[::-1]
