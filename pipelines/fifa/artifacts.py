@@ -65,7 +65,7 @@ class MaskConfig:
     # hysteresis mode (tuned on the `tune` half of the independent evaluation set)
     shift_threshold: float = 4.0  # seed level of a colour or tone shift averaged over ~3 px
     noise_bins: int = 16  # texture levels the noise is measured in
-    seed_noise_k: float = 7.0  # a seed is above median + k * MAD of its texture level
+    seed_noise_k: float = 7.5  # a seed is above median + k * MAD of its texture level
     min_seed_px: int = 40  # a seed region smaller than this is noise...
     min_strong_seed_px: int = 8  # ...unless it is this large and twice above its level
     grow_level: float = 5.0  # seeds grow into neighbours changed by more than this...
