@@ -7,22 +7,26 @@ thresholds the mean difference over RGB in grey levels.  The default, `hysteresi
 finds what an edit changed without taking in the noise of re-encoding (docs/masks.md):
 
 * the noise of the pair is measured on the pair itself, per level of image texture
-  (JPEG and resampling errors grow with texture): the median and MAD of the difference
-  in each of eight texture bins, most pixels being unchanged;
+  (JPEG and resampling errors grow with texture): the median and MAD of each signal in
+  each of 16 texture levels, most pixels being unchanged;
 * seeds are changes clearly above that noise: the largest channel difference (smoothed
-  over ~1 px) above max(`threshold`, noise), or a consistent shift of colour or tone (the
+  over ~1 px) above max(`threshold`, noise), a consistent shift of colour or tone (the
   signed difference averaged over ~3 px, where zero-mean compression noise cancels)
-  above max(`shift_threshold`, noise); a seed region must have `min_seed_px` pixels;
+  above max(`shift_threshold`, noise), or the change's local energy (fine textures)
+  above max(`texture_threshold`, noise); a seed region must have `min_seed_px` pixels,
+  or `min_strong_seed_px` when it stands twice above its level;
 * a seed grows by up to `grow_px` pixels into neighbours that changed by more than
   `grow_level` grey levels, which recovers the soft, low-amplitude border of an edit
-  (blending, blur, colour grading) while noise far from any seed stays out.
+  (blending, blur, colour grading) while noise far from any seed stays out;
+* the mask keeps the pixels whose own largest channel change exceeds `trim_level` (the
+  rule of the ground truth the mask is measured against).
 
 Before the mask, `global_change` rejects a fake whose whole image changed (a colour
 grade, brightness or contrast, a re-render or resample of the whole image): a median
-colour or tone shift over the face, or a change of fine detail over the face outside
-the local changes.  Such a fake has no local artifact to explain, and the old noise
-floor rose with it and hid it (an `ok` pair with nothing flagged).  Identical pairs and
-pure re-compression give an empty mask.
+colour or tone shift, or a change of fine detail, over the face and over the rest of
+the crop.  Such a fake has no local artifact to explain, and the old noise floor rose
+with it and hid it (an `ok` pair with nothing flagged).  Identical pairs and pure
+re-compression give an empty mask.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ DEFAULT_THRESHOLDS = {"hysteresis": 6.0, "absolute": 12.0, "percentile": 12.0}
 
 
 class ArtifactRejected(PairRejected):
-    """The pair fails an artifact-stage gate (misaligned, not localized)."""
+    """The pair fails an artifact-stage gate (misaligned, global change, not localized)."""
 
 
 @dataclass(frozen=True)
@@ -53,10 +57,12 @@ class MaskConfig:
     # largest channel difference; grey levels 0..255
     threshold: float = 6.0
     percentile: float = 95.0  # percentile mode: keep differences above this percentile
-    noise_floor: float = 4.0  # never mark a difference at or below this (grey levels)
-    noise_k: float = 8.0  # and never below median + k * MAD of the crop's differences
+    # absolute and percentile modes: never mark a difference at or below `noise_floor`
+    # grey levels, nor below median + `noise_k` * MAD of the crop's differences
+    noise_floor: float = 4.0
+    noise_k: float = 8.0
     smooth_sigma: float = 1.0  # Gaussian blur of the difference before thresholding
-    open_px: int = 3  # morphological opening removes isolated specks...
+    open_px: int = 3  # absolute and percentile: morphological opening removes isolated specks...
     close_px: int = 5  # ...closing fills pin-holes inside a changed area
     min_component_px: int = 24  # connected changes smaller than this are dropped
     max_face_change: float = 0.5  # not_localized: more of the face than this changed
@@ -117,7 +123,7 @@ def noise_threshold(diff: np.ndarray, valid: np.ndarray, config: MaskConfig) -> 
 
 @dataclass
 class ArtifactMask:
-    difference: np.ndarray  # (H, W) float32, smoothed mean |Δ| in grey levels
+    difference: np.ndarray  # (H, W) float32, smoothed |Δ| in grey levels (largest channel in hysteresis mode)
     mask: np.ndarray  # (H, W) bool
     threshold: float  # grey level used
     noise: float  # the noise threshold part of it
