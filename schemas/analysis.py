@@ -60,3 +60,8 @@ class PairAnalysis(BaseModel):
     changed_face_fraction: float | None = None
     artifact_fraction: float | None = None
     concepts: list[ConceptCoverage] = Field(default_factory=list)
+
+    @property
+    def flags_nothing(self) -> bool:
+        """An analysed pair with no concept flagged: the pipeline refuses it (`no_artifact`)."""
+        return self.status == "ok" and not any(c.artifact for c in self.concepts)

@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-set", default=None, metavar="DIR",
                         help="fidelity: an existing evaluation set (build_tools.bench.fidelity_set) instead of "
                              "generating --eval-pairs pairs")
+    parser.add_argument("--figure", default=None, metavar="PNG",
+                        help="fidelity: also draw the mask step by step on the first three local pairs of the "
+                             "evaluation set (the figure of docs/masks.md)")
     parser.add_argument("--eval-pairs", type=int, default=160,
                         help="fidelity: pairs of the independent evaluation set to generate (default 160)")
     parser.add_argument("--pipeline-pairs", type=int, default=8,
@@ -131,7 +134,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def _bench_fidelity(args: argparse.Namespace) -> int:
-    from build_tools.bench.fidelity import bench_fidelity, table_text
+    from build_tools.bench.fidelity import bench_fidelity, figure, table_text
 
     output = args.output or "bench_fidelity.json"
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,6 +144,9 @@ def _bench_fidelity(args: argparse.Namespace) -> int:
 
             print(f"making the independent evaluation set ({args.eval_pairs} pairs)", flush=True)
             make_fidelity_set(eval_set, pairs=args.eval_pairs, seed=args.seed)
+        if args.figure:
+            drawn = figure(eval_set, args.figure)
+            print(f"drew the mask steps of {', '.join(drawn)} in {args.figure}")
         sample = _pairs(args, Path(tmp), None)
         report = {**bench_fidelity(eval_set, sample, progress=True), "machine": machine(),
                   "independent_set": str(args.eval_set or f"generated, {args.eval_pairs} pairs, seed {args.seed}"),
@@ -149,7 +155,8 @@ def _bench_fidelity(args: argparse.Namespace) -> int:
     print(table_text(report["independent"]["tune"], "independent set, tune half"))
     print(table_text(report["independent"]["report"], "independent set, report half (not tuned on)"))
     print(table_text(report["sample"], "sample-data pairs"))
-    verdict = {name: "met" if summary["all_met"] else "NOT met" for name, summary in
+    verdict = {name: "no pairs" if not summary["pairs"] else "met" if summary["all_met"] else "NOT met"
+               for name, summary in
                (("independent set, report half", report["independent"]["report"]), ("sample pairs", report["sample"]))}
     print("targets: " + "; ".join(f"{name} {v}" for name, v in verdict.items()) + f". Wrote {output}")
     return 0

@@ -57,8 +57,8 @@ def measure_pair(analyzer, pairs_dir: Path, row: dict) -> dict:
     result = analyzer.analyze_files(pairs_dir / row["real"], pairs_dir / row["fake"])
     analysis = result.analysis
     outcome = analysis.status if result.ok else analysis.reason.value
-    if result.ok and not any(c.artifact for c in analysis.concepts):
-        outcome = "no_artifact"
+    if analysis.flags_nothing:
+        outcome = "no_artifact"  # as the pipeline refuses it
     out = {"pair_id": row["pair_id"], "family": row.get("family") or row.get("method"),
            "split": row.get("split", "report"), "expect": expectation(row), "outcome": outcome,
            "detail": analysis.detail}
@@ -163,6 +163,27 @@ def bench_fidelity(independent: Path, sample: Path, progress: bool = False) -> d
         "sample": summarise(smp),
         "pairs": {"independent": ind, "sample": smp},
     }
+
+
+def figure(pairs_dir: Path, path: str, count: int = 3) -> list[str]:
+    """The hysteresis mask step by step (`build_tools.render.render_mask_steps`) on the
+    first `count` local pairs of the folder's manifest; returns their pair ids."""
+    from build_tools.render import render_mask_steps
+    from pipelines.fifa.analysis import PairAnalyzer, read_pair
+
+    rows = [r for r in _rows(pairs_dir) if expectation(r) == "local"][:count]
+    panels = []
+    with PairAnalyzer() as analyzer:
+        for row in rows:
+            located = analyzer.locate(*read_pair(pairs_dir / row["real"], pairs_dir / row["fake"]))
+            truth = cv2.imread(str(pairs_dir / row["gt_mask"]), cv2.IMREAD_GRAYSCALE) > 0
+            truth = located.geometry.warp(truth.astype(np.uint8), cv2.INTER_NEAREST) > 0
+            title = row.get("family") or row.get("method")
+            if "amplitude" in row:
+                title += f" ({row['amplitude']} levels, {row.get('encoding', '')})"
+            panels.append((title, located.real_crop, located.fake_crop, located.valid, truth))
+    render_mask_steps(panels, path)
+    return [r["pair_id"] for r in rows]
 
 
 def table_text(summary: dict, title: str) -> str:

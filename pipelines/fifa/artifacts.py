@@ -136,9 +136,13 @@ def artifact_mask(real: np.ndarray, fake: np.ndarray, valid: np.ndarray,
 
     `valid`: crop pixels that come from the image (not the border fill);
     `face`: crop pixels of the face (FICT `face` node), for the localisation gates.
+    The global-change gate holds in every mode: a graded image is never `ok`.
     """
+    signed = cv2.subtract(fake, real, dtype=cv2.CV_32F)
+    raw = channel_max(cv2.absdiff(fake, real)).astype(np.float32)
+    check_global_change(real, fake, signed, raw, face & valid, valid, config)
     if config.mode == "hysteresis":
-        return hysteresis_mask(real, fake, valid, face, config)
+        return hysteresis_mask(real, signed, raw, valid, face, config)
     diff = rgb_difference(real, fake)
     if config.smooth_sigma > 0:
         diff = cv2.GaussianBlur(diff, (0, 0), config.smooth_sigma)
@@ -259,12 +263,10 @@ class HysteresisSteps:
     noise: float  # the highest seed level the noise set
 
 
-def hysteresis_mask(real: np.ndarray, fake: np.ndarray, valid: np.ndarray, face: np.ndarray,
-                    config: MaskConfig) -> ArtifactMask:
-    signed = cv2.subtract(fake, real, dtype=cv2.CV_32F)
-    raw = channel_max(cv2.absdiff(fake, real)).astype(np.float32)
+def hysteresis_mask(real: np.ndarray, signed: np.ndarray, raw: np.ndarray, valid: np.ndarray,
+                    face: np.ndarray, config: MaskConfig) -> ArtifactMask:
+    """`signed`: fake - real; `raw`: its largest channel change."""
     face_valid = face & valid
-    check_global_change(real, fake, signed, raw, face_valid, valid, config)
     steps = hysteresis_steps(real, signed, valid, config, raw)
     # The gate counts every pixel that changed beyond its texture's typical difference,
     # not only the mask: a swapped face changes everywhere a little.

@@ -261,7 +261,7 @@ def analysed_pair(pair: PairInput, result):
     """What the analysis hands on (`AnalyzedPair`); a pair with no flagged concept is refused."""
     from pipelines.fifa.samples import AnalyzedPair
 
-    if not any(c.artifact for c in result.analysis.concepts):
+    if result.analysis.flags_nothing:
         raise PairRejected(RejectReason.NO_ARTIFACT,
                            f"no concept reaches the coverage threshold "
                            f"(artifact fraction {result.analysis.artifact_fraction:.4f})")

@@ -33,8 +33,9 @@ def test_local_edits_are_recovered_soft_borders_included(measured):
     local = [p for p in pairs if p["expect"] == "local"]
     assert all(p["outcome"] == "ok" for p in local), [(p["pair_id"], p["outcome"]) for p in local]
     # Measured 0.859 (each pair 0.75-0.97) when written; the fixed 12-level threshold
-    # this replaced (`--mask_mode absolute`) scored 0.632 here, keeping only the strong
-    # core of each edit, and passed 2 of the 5 global changes as ok.
+    # that was the default before (`--mask_mode absolute`, with no global gate then)
+    # scored 0.632 here, keeping only the strong core of each edit, and passed 2 of the
+    # 5 global changes as ok.
     assert summary["mean_iou"] >= 0.80, summary["families"]
     assert min(p["iou"] for p in local) >= 0.70, [(p["pair_id"], p["iou"]) for p in local]
     assert summary["mean_precision"] >= 0.85 and summary["mean_recall"] >= 0.85
@@ -61,8 +62,9 @@ def test_reencoded_identical_pairs_flag_nothing(measured):
 def test_the_command_writes_both_sets_per_family(tmp_path, capsys):
     from build_tools.cli import main
 
-    out = tmp_path / "fidelity.json"
-    assert main(["bench", "fidelity", "--eval-set", str(SLICE), "--pairs", str(SLICE), "-o", str(out)]) == 0
+    out, picture = tmp_path / "fidelity.json", tmp_path / "steps.png"
+    assert main(["bench", "fidelity", "--eval-set", str(SLICE), "--pairs", str(SLICE), "-o", str(out),
+                 "--figure", str(picture)]) == 0
     report = json.loads(out.read_text())
     assert set(report["independent"]) == {"tune", "report"}
     tune = report["independent"]["tune"]
@@ -70,3 +72,9 @@ def test_the_command_writes_both_sets_per_family(tmp_path, capsys):
     assert tune["families"]["lip_recolor"]["iou"] > 0.8 and report["sample"]["mean_iou"] == tune["mean_iou"]
     printed = capsys.readouterr().out
     assert "independent set, tune half: mean IoU" in printed and "lip_recolor" in printed
+    # The figure: one row of five panels for each of the slice's first three local pairs.
+    assert "drew the mask steps of fid_0129, fid_0100, fid_0117" in printed
+    import cv2
+
+    drawn = cv2.imread(str(picture))
+    assert drawn is not None and 0.5 < drawn.shape[0] / drawn.shape[1] < 0.8  # three rows (one: 0.2)

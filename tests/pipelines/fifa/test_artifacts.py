@@ -141,6 +141,14 @@ def test_global_change_is_never_ok(analyzer, photos, name, change):
     assert "whole image changed" in result.analysis.detail and "% of the face" in result.analysis.detail
 
 
+def test_the_global_gate_holds_in_every_mask_mode(photos):
+    image = photos["grace_hopper"]
+    graded = _grade(image, hue=6, saturation=1.15, value=1.08)
+    for mode in ("absolute", "percentile"):
+        with PairAnalyzer(AnalysisConfig(mask=MaskConfig(mode=mode, threshold=12.0))) as analyzer:
+            assert analyzer.analyze(image, graded).analysis.reason == RejectReason.GLOBAL_CHANGE, mode
+
+
 def test_local_edit_after_a_whole_image_resample_is_rejected(analyzer, photos, photo_results, tree):
     image = photos["astronaut"]
     region = _region(photo_results["astronaut"], tree, "lips", image.shape)
