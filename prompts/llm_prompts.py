@@ -64,11 +64,30 @@ REQUIRED = ("concept_explanation", "parent_aggregation", "image_aggregation", "r
 
 @cache
 def load_prompts(path: str | None = None) -> PromptLibrary:
-    """The bundled templates, or those of a YAML file in the same format."""
+    """FiFa's bundled templates, or those of a YAML file in the same format."""
+    return parse_prompts(_text(path, "data/llm_prompts.yaml"), REQUIRED, IMAGE_KINDS)
+
+
+FACE_REQUIRED = ("expression", "au", "attribute", "age", "deepfake", "rating")
+FACE_IMAGE_KINDS = ("media",)  # the item's face crop, or a video's sampled crop frames
+
+
+@cache
+def load_face_prompts(path: str | None = None) -> PromptLibrary:
+    """FaceInstruct's bundled templates (one description template per task and the rating
+    template), or those of a YAML file in the same format."""
+    return parse_prompts(_text(path, "data/faceinstruct_prompts.yaml"), FACE_REQUIRED, FACE_IMAGE_KINDS)
+
+
+def _text(path: str | None, bundled: str) -> str:
     if path is None:
-        text = resources.files("prompts").joinpath("data/llm_prompts.yaml").read_text(encoding="utf-8")
-    else:
-        text = Path(path).read_text(encoding="utf-8")
+        return resources.files("prompts").joinpath(bundled).read_text(encoding="utf-8")
+    return Path(path).read_text(encoding="utf-8")
+
+
+def parse_prompts(text: str, required: tuple[str, ...], image_kinds: tuple[str, ...]) -> PromptLibrary:
+    """A prompt file's templates, checked: every key of `required` present, each template's
+    user text using exactly its `fields`, images only of `image_kinds`."""
     data = yaml.safe_load(text)
     if not isinstance(data, dict) or not isinstance(data.get("templates"), dict):
         raise ValueError("a prompt file needs a `templates` mapping")  # noqa: TRY004 - one error type for a bad file
@@ -86,11 +105,11 @@ def load_prompts(path: str | None = None) -> PromptLibrary:
         if used != set(template.fields):
             raise ValueError(f"{where}: the user text uses {sorted(used)}, `fields` lists "
                              f"{sorted(template.fields)}")
-        unknown = set(template.images) - set(IMAGE_KINDS)
+        unknown = set(template.images) - set(image_kinds)
         if unknown:
-            raise ValueError(f"{where}: unknown image kinds {sorted(unknown)}; choose from {IMAGE_KINDS}")
+            raise ValueError(f"{where}: unknown image kinds {sorted(unknown)}; choose from {image_kinds}")
         templates[key] = template
-    missing = set(REQUIRED) - set(templates)
+    missing = set(required) - set(templates)
     if missing:
         raise ValueError(f"the prompt file lacks templates {sorted(missing)}")
     return PromptLibrary(version=int(data.get("version", 1)), templates=templates)

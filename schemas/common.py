@@ -54,6 +54,15 @@ class RejectReason(str, Enum):
     HALLUCINATED = "hallucinated"
     # An explanation that names none of the concepts it explains: nothing to ground.
     UNGROUNDED = "ungrounded"
+    # FaceInstruct: a label a reader does not know (an index or word outside the dataset's
+    # classes), or a known one that labels nothing usable (AffectNet's None / Uncertain /
+    # No-Face); an item named twice; a video whose face is missing in too many frames; a
+    # description that gives away that its writer was told the label.
+    UNKNOWN_LABEL = "unknown_label"
+    UNUSABLE_LABEL = "unusable_label"
+    DUPLICATE_ITEM = "duplicate_item"
+    TOO_MANY_FAILED_FRAMES = "too_many_failed_frames"
+    LABEL_LEAK = "label_leak"
     # A bug or an environment failure, not a property of the pair: kept apart so it can
     # be counted and fixed, and never silently turned into a data decision.
     INTERNAL_ERROR = "internal_error"
@@ -83,6 +92,11 @@ _REASON_STAGE = {
     RejectReason.LOW_RATING: Stage.RATE,
     RejectReason.HALLUCINATED: Stage.RATE,
     RejectReason.UNGROUNDED: Stage.RATE,
+    RejectReason.UNKNOWN_LABEL: Stage.READ,
+    RejectReason.UNUSABLE_LABEL: Stage.READ,
+    RejectReason.DUPLICATE_ITEM: Stage.MANIFEST,
+    RejectReason.TOO_MANY_FAILED_FRAMES: Stage.FACE,
+    RejectReason.LABEL_LEAK: Stage.RATE,
 }
 
 

@@ -29,6 +29,30 @@ class Rating(BaseModel):
     reason: str = Field(description="one or two sentences on the scores")
 
 
+class FaceDescription(BaseModel):
+    """A model's label-assisted description of a face (FaceInstruct)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(min_length=1, description="the reasoned description, plain prose")
+
+
+FACE_CRITERIA = ("label_accuracy", "media_consistency", "label_consistency", "overall")
+
+
+class FaceRating(BaseModel):
+    """FaceInstruct's four rating criteria (1-10), as in Face-LLaVA, and the rater's reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label_accuracy: int = Field(ge=1, le=10, description="accuracy of the manual label: does the face show it")
+    media_consistency: int = Field(ge=1, le=10, description="consistency of the description with the image or "
+                                   "video")
+    label_consistency: int = Field(ge=1, le=10, description="consistency of the description with the label")
+    overall: int = Field(ge=1, le=10, description="overall quality of the instruction sample")
+    reason: str = Field(description="one or two sentences on the scores")
+
+
 class Usage(BaseModel):
     """Tokens of one call as the provider counted them (0 when served from the cache)."""
 

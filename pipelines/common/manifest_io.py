@@ -28,15 +28,15 @@ class _ParseManifest(beam.DoFn):
                 yield OK, (record.pair_id, record)
 
 
-def _first_of_each_id(element):
+def _first_of_each_id(element, reason: RejectReason = RejectReason.DUPLICATE_PAIR_ID, what: str = "pair_id"):
     """One record per id: the first by (manifest, row); the others are rejected."""
     _, records = element
     records = sorted(records, key=lambda r: (r.manifest, r.row))
     first = records[0]
     yield OK, first
     for dup in records[1:]:
-        yield REJECTED, dup.rejected(Stage.MANIFEST.value, RejectReason.DUPLICATE_PAIR_ID.value,
-                                     f"pair_id also used by {first.manifest} row {first.row}")
+        yield REJECTED, dup.rejected(Stage.MANIFEST.value, reason.value,
+                                     f"{what} also used by {first.manifest} row {first.row}")
 
 
 class ReadManifest(beam.PTransform):
@@ -46,11 +46,14 @@ class ReadManifest(beam.PTransform):
     `parse_row(manifest, index, row)` is the pipeline's row parser (picklable): it returns
     a record with `pair_id`, `manifest`, `row` and `rejected(stage, reason, detail)`, or a
     `schemas.common.Rejected` row.  `limits` caps the rows read from each manifest
-    (`--limit`)."""
+    (`--limit`); a second record with an id is rejected with `duplicate` (`what` names
+    the id in its detail)."""
 
-    def __init__(self, manifests: tuple[str, ...], parse_row, limits: tuple[int, ...] | None = None):
+    def __init__(self, manifests: tuple[str, ...], parse_row, limits: tuple[int, ...] | None = None,
+                 duplicate: RejectReason = RejectReason.DUPLICATE_PAIR_ID, what: str = "pair_id"):
         super().__init__()
         self.manifests, self.parse_row = manifests, parse_row
+        self.duplicate, self.what = duplicate, what
         self.limits = dict(zip(manifests, limits, strict=True)) if limits else None
 
     def expand(self, p):
@@ -61,6 +64,7 @@ class ReadManifest(beam.PTransform):
         # Grouping by id both drops duplicates and spreads the pairs over workers.
         unique = split_outputs(rows[OK]
                                | "Group by pair id" >> beam.GroupByKey()
-                               | "One pair per id" >> beam.FlatMap(_first_of_each_id), "One pair per id")
+                               | "One pair per id" >> beam.FlatMap(_first_of_each_id, self.duplicate, self.what),
+                               "One pair per id")
         rejected = (rows[REJECTED], unique[REJECTED]) | "Manifest rejects" >> beam.Flatten()
         return {"pairs": unique[OK], "rejected": rejected, "events": rows[EVENTS]}

@@ -29,14 +29,18 @@ import yaml
 
 
 def option(default: Any, help: str, *, choices: tuple | None = None, flag: str | None = None,
-           group: str | None = None, shown: str | None = None) -> Any:
+           group: str | None = None, shown: str | None = None, repeat: bool = False) -> Any:
     """A dataclass field that is a command-line option.
 
     `flag` spells the flag when it is not `--field_name`; `group` puts it in another help
     group than the dataclass's; `shown` is how `--help` and the docs state the default when
-    the value alone says nothing (a `None` that means "the bundled sample").
+    the value alone says nothing (a `None` that means "the bundled sample").  A `repeat`
+    option may be given several times (`--source a=x --source b=y`, or a list in the
+    config file); its value is the list, None when not given, and its annotation
+    `list[X] | None`.
     """
-    metadata = {"help": help, "choices": choices, "flag": flag, "group": group, "shown": shown}
+    metadata = {"help": help, "choices": choices, "flag": flag, "group": group, "shown": shown,
+                "repeat": repeat or None}
     return dataclasses.field(default=default, metadata={k: v for k, v in metadata.items() if v is not None})
 
 
@@ -75,25 +79,33 @@ def show_default(value: Any) -> str:
     return str(value)
 
 
-def add_arguments(parser, spec, group_title: str) -> None:
+def add_arguments(parser, spec, group_title: str, exclude: tuple[str, ...] = ()) -> None:
     """Adds one flag per option of the dataclass `spec` to `parser` (argparse's, or Beam's).
 
     Each flag stores into the field's name and has the field's default (as is: argparse does
     not convert a non-string default) and choices; its type comes from the annotation: `int`,
     `float`, `str` or one of them `| None`, and `bool` is a switch (`store_true`, default off).
-    The help ends with the default.
+    The help ends with the default.  `exclude` names options of `spec` this parser does not
+    take (a shared options class with one option another pipeline has no use for).
     """
     hints = typing.get_type_hints(spec)
     groups: dict[str, Any] = {}
     fields = {f.name: f for f in dataclasses.fields(spec)}
     for row in option_table(spec):
+        if row.name in exclude:
+            continue
         title = fields[row.name].metadata.get("group") or group_title
         if title not in groups:
             groups[title] = parser.add_argument_group(title)
-        kind = _value_type(hints[row.name], f"{spec.__name__}.{row.name}")
+        repeat = bool(fields[row.name].metadata.get("repeat"))
+        kind = _value_type(hints[row.name], f"{spec.__name__}.{row.name}", repeat)
         # argparse %-formats help texts; a literal % must be doubled.
         kwargs: dict[str, Any] = {"dest": row.name, "default": row.default,
                                   "help": f"{row.help} (default: {row.shown})".replace("%", "%%")}
+        if repeat:
+            if row.default is not None:
+                raise TypeError(f"{spec.__name__}.{row.name}: a repeated option must default to None")
+            kwargs["action"] = "append"
         if kind is bool:
             if row.default is not False:
                 raise TypeError(f"{spec.__name__}.{row.name}: a switch must default to False")
@@ -106,13 +118,20 @@ def add_arguments(parser, spec, group_title: str) -> None:
         groups[title].add_argument(row.flag, **kwargs)
 
 
-def _value_type(hint, where: str) -> type:
-    """int, float, str or bool, from an annotation that may add `| None`."""
+def _value_type(hint, where: str, repeat: bool = False) -> type:
+    """int, float, str or bool, from an annotation that may add `| None` (a repeated
+    option: `list[X] | None`)."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         kinds = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(kinds) != 1:
             raise TypeError(f"{where}: an option holds one type (or None), not {hint}")
         hint = kinds[0]
+    if repeat != (typing.get_origin(hint) is list):
+        raise TypeError(f"{where}: a repeated option is annotated list[X] | None, and only a repeated one")
+    if repeat:
+        (hint,) = typing.get_args(hint)
+        if hint is bool:
+            raise TypeError(f"{where}: a switch cannot repeat")
     if hint not in (int, float, str, bool):
         raise TypeError(f"{where}: options are int, float, str or bool, not {hint}")
     return hint
@@ -124,11 +143,11 @@ class OptionError(SystemExit):
     message, so a caller that lets it through still shows it."""
 
 
-def expand_config(argv: list[str], known: set[str] | None) -> list[str]:
+def expand_config(argv: list[str], known: set[str] | None, repeatable: frozenset[str] = frozenset()) -> list[str]:
     """argv with the options of `--config FILE.yaml` put in front, so flags win.
 
-    The file is a mapping of option names (with or without leading dashes) to scalars;
-    `true` turns a switch on, `false` leaves it off.  A name not in `known` is an
+    The file is a mapping of option names (with or without leading dashes) to scalars, or
+    to lists for the options named in `repeatable`; `true` turns a switch on, `false` leaves it off.  A name not in `known` is an
     `OptionError` naming the closest known one (`known=None` takes every name).
     """
     pre = argparse.ArgumentParser(add_help=False)
@@ -164,6 +183,9 @@ def expand_config(argv: list[str], known: set[str] | None) -> list[str]:
                 flags.append(f"--{name}")
         elif isinstance(value, (str, int, float)):
             flags.append(f"--{name}={value}")
+        elif isinstance(value, list) and name in repeatable and \
+                all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+            flags.extend(f"--{name}={v}" for v in value)  # a repeated option: each item once
         elif value is None:
             continue
         else:
@@ -285,7 +307,9 @@ def pipeline_argv(argv: list[str], options_cls, rewrite=None, also: tuple[str, .
         flags = known_flags(options_cls)
         # --config is read here; a pipeline declares it too, so that its --help lists it.
         flags.setdefault("--config", argparse.Action(["--config"], "config"))
-        argv = expand_config(argv, {flag[2:] for flag in flags if flag.startswith("--")})
+        repeatable = frozenset(flag[2:] for flag, action in flags.items()
+                               if flag.startswith("--") and isinstance(action, argparse._AppendAction))
+        argv = expand_config(argv, {flag[2:] for flag in flags if flag.startswith("--")}, repeatable)
         if rewrite is not None:
             argv = rewrite(argv)
         check_options(argv, flags, also)

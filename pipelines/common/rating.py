@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from fict.tree import ConceptTree
 from pipelines.common.beam_tags import event
 from schemas.common import TemplateRef
-from schemas.llm import CRITERIA, Rating
+from schemas.llm import Rating
 
 
 class Rater(ABC):
@@ -48,4 +48,5 @@ def below_bar(rating: Rating, min_rating: float) -> str | None:
 
 def rating_events(rating: Rating) -> list:
     """The report's counts of one rating: one event per criterion and score."""
-    return [event(("rating", criterion, str(getattr(rating, criterion)))) for criterion in CRITERIA]
+    criteria = [name for name in type(rating).model_fields if name != "reason"]  # FiFa's or FaceInstruct's four
+    return [event(("rating", criterion, str(getattr(rating, criterion)))) for criterion in criteria]

@@ -18,3 +18,7 @@ class RunFlags:
     analysis_cache: str | None = option(None, "per-pair analysis results by content, so a re-run or a resumed run "
                                         "redoes no finished analysis; any Beam filesystem path",
                                         shown="analysis_cache/ beside --output")
+    # Read by `expand_config` before Beam parses; declared so --help lists it and Beam accepts it.
+    config: str | None = option(None, "YAML file of options; flags override it")
+    # Read by `pipelines.common.logs.setup_pipeline` before Beam parses (-v is spelled --verbose there).
+    verbose: bool = option(False, "show third-party warnings and native log lines (-v)")

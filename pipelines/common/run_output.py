@@ -95,6 +95,7 @@ class RunOutput:
     rejected_order: tuple[str, ...]
     rows_per_input: int = 1
     sort_fields: tuple[str, ...] = ("sample_id",)
+    unit: str = "pairs"  # what one input is, in the report's keys and the summary
 
     def __init__(self, settings):
         self.settings = settings
@@ -332,7 +333,8 @@ class RunOutput:
             return "not finished"
         tasks = ", ".join(f"{t} {n}" for t, n in r["samples"]["by_task"].items())
         reasons = ", ".join(f"{k} {v}" for k, v in r["rejected"]["by_reason"].items()) or "none"
-        written = f"{r['inputs']} inputs: {r['pairs_written']} pairs written, {r['pairs_rejected']} rejected"
+        unit = self.unit
+        written = f"{r['inputs']} inputs: {r[f'{unit}_written']} {unit} written, {r[f'{unit}_rejected']} rejected"
         lines = [f"{written} ({reasons})"]
         cache = r.get("analysis_cache") or {}
         if cache.get("hits"):

@@ -33,18 +33,22 @@ def breakdown(events: dict[tuple, float], kind: str, firsts: tuple[str, ...] = (
 
 def build_report(settings, events: dict[tuple, float], shards: dict, wall_s: float,
                  batch: dict | None = None, *, pipeline: str, tasks: tuple[str, ...], splits: tuple[str, ...],
-                 head: dict[str, Any] | None = None, sections: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The run report; `inputs == pairs_written + pairs_rejected (+ pairs_pending)` when
-    nothing was lost.  A pipeline adds its own keys: `head` after the options (e.g. the
-    concept tree's version), `sections` after the ratings (e.g. concept counts)."""
+                 head: dict[str, Any] | None = None, sections: dict[str, Any] | None = None,
+                 unit: str = "pairs", stage_rows: tuple[Stage, ...] = tuple(Stage),
+                 criteria: tuple[str, ...] = CRITERIA) -> dict[str, Any]:
+    """The run report; `inputs == {unit}_written + {unit}_rejected (+ {unit}_pending)` when
+    nothing was lost (`unit`: what one input is, FiFa's pairs, FaceInstruct's items).  A
+    pipeline adds its own keys: `head` after the options (e.g. the concept tree's version),
+    `sections` after the ratings (e.g. concept counts); `stage_rows` are the rows of its
+    per-stage table, `criteria` those of its rating histograms."""
     def total(*key: str) -> int:
         return int(sum(v for k, v in events.items() if k[:len(key)] == key))
 
     by_stage, by_reason, by_stage_reason = breakdown(events, "rejected")
-    inputs, written, rejected, pending = total("inputs"), total("pairs_written"), total("rejected"), total("pending")
+    inputs, written, rejected, pending = total("inputs"), total(f"{unit}_written"), total("rejected"), total("pending")
     awaiting = bool(settings.llm_batch and pending)
     stages, remaining = [], inputs
-    for stage in (s.value for s in Stage):
+    for stage in (s.value for s in stage_rows):
         dropped = by_stage.get(stage, 0)
         stages.append({"stage": stage, "in": remaining, "rejected": dropped, "out": remaining - dropped})
         remaining -= dropped
@@ -70,8 +74,8 @@ def build_report(settings, events: dict[tuple, float], shards: dict, wall_s: flo
         "inputs": inputs,
         # While batch answers are awaited no shard is written: the pairs done so far are
         # `pairs_ready`, and the run that collects the last answers writes them.
-        "pairs_written": 0 if awaiting else written,
-        "pairs_rejected": rejected,
+        f"{unit}_written": 0 if awaiting else written,
+        f"{unit}_rejected": rejected,
         "adds_up": inputs == written + rejected + pending,
         "rejected": {"by_stage": by_stage, "by_reason": by_reason,
                      "by_stage_and_reason": by_stage_reason},
@@ -85,15 +89,15 @@ def build_report(settings, events: dict[tuple, float], shards: dict, wall_s: flo
         # Pairs whose finished analysis a cache held (a re-run, a resumed run) and those analysed now.
         "analysis_cache": {"hits": total("analysis_cache", "hits"), "misses": total("analysis_cache", "misses")},
         "llm": llm_report(settings, events, batch),
-        "ratings": ratings_report(settings, events),
+        "ratings": ratings_report(settings, events, criteria),
         **(sections or {}),
         "timings": {"wall_s": round(wall_s, 3),
                     "pairs_per_s": round(inputs / wall_s, 3) if wall_s > 0 else None,
                     "analysis_s_by_step_written_pairs": seconds},
     }
     if awaiting or pending:
-        report["pairs_pending"] = pending
-        report["pairs_ready"] = written
+        report[f"{unit}_pending"] = pending
+        report[f"{unit}_ready"] = written
     return report
 
 
@@ -139,9 +143,9 @@ def _round(cost: float | None) -> float | None:
     return None if cost is None else round(cost, 6)
 
 
-def ratings_report(settings, events: dict[tuple, float]) -> dict[str, Any]:
-    """Histograms of the four criteria (scores 1..10) over every rated pair, kept or not."""
-    histograms = {c: {str(score): 0 for score in range(1, 11)} for c in CRITERIA}
+def ratings_report(settings, events: dict[tuple, float], criteria: tuple[str, ...] = CRITERIA) -> dict[str, Any]:
+    """Histograms of the four criteria (scores 1..10) over every rated unit, kept or not."""
+    histograms = {c: {str(score): 0 for score in range(1, 11)} for c in criteria}
     for key, value in events.items():
         if key[0] == "rating":
             histograms[key[1]][key[2]] += int(value)

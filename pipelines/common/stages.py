@@ -54,7 +54,7 @@ class StageFn(beam.DoFn):
             out = self.step(element)
             results = list(out) if _is_generator(out) or isinstance(out, list) else [out]
         except PairRejected as exc:
-            row = pair.rejected(self.stage.value, exc.reason.value, exc.detail, **exc.fields)
+            row = pair.rejected(self.stage_of(exc.reason), exc.reason.value, exc.detail, **exc.fields)
             return "refused", [(REJECTED, row)]
         except self.passed_up():
             raise
@@ -65,6 +65,12 @@ class StageFn(beam.DoFn):
                                                         detail))]
         outputs = [result if _is_tagged(result) else (OK, result) for result in results]
         return ("refused" if any(tag == REJECTED for tag, _ in outputs) else "passed"), outputs
+
+    def stage_of(self, reason: RejectReason) -> str:
+        """The stage a refusal is counted in: this one (a stage that does the work of
+        several, like reading and finding faces in one pass over a video, names the
+        reason's own stage)."""
+        return self.stage.value
 
     def passed_up(self) -> tuple[type[BaseException], ...]:
         """Exceptions that are not failures of the pair (a subclass handles them)."""

@@ -30,7 +30,3 @@ class FifaFlags:
     seed: int = option(0, "varies phrasings, regions and boxes")
     allow_absolute_paths: bool = option(False, "let manifest rows name absolute paths, URLs or paths outside "
                                                "its folder")
-    # Read by `expand_config` before Beam parses; declared so --help lists it and Beam accepts it.
-    config: str | None = option(None, "YAML file of options; flags override it")
-    # Read by `pipelines.common.logs.setup_pipeline` before Beam parses (-v is spelled --verbose there).
-    verbose: bool = option(False, "show third-party warnings and native log lines (-v)")

@@ -16,6 +16,7 @@ import numpy as np
 
 from fict.mentions import matcher_for
 from fict.tree import ConceptTree
+from pipelines.common.splits import identity_split, stable_hash
 from pipelines.fifa.describe import PairDescription, grounded_leaves, referenced, render
 from prompts.instructions import InstructionLibrary
 from schemas.analysis import PairAnalysis
@@ -58,16 +59,9 @@ class AnalyzedPair:
         return [c.id for c in self.analysis.concepts if c.artifact]
 
 
-def stable_hash(*parts: object) -> int:
-    """64-bit hash of the parts; the same in every process (unlike `hash`)."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big")
-
-
 def split_of(pair: PairInput, test_fraction: float) -> str:
     """`test` for a stable `test_fraction` of identities (subject, else pair)."""
-    key = pair.subject_id or pair.pair_id
-    return "test" if stable_hash("split", key) / 2**64 < test_fraction else "train"
+    return identity_split(pair.subject_id or pair.pair_id, test_fraction)
 
 
 def judged_answer(task: str, negative: bool) -> bool:

@@ -57,6 +57,9 @@ def decode_image(data: bytes) -> np.ndarray:
     """Bytes of any common image format -> uint8 RGB."""
     if not data:
         raise ImageRejected(RejectReason.DECODE_ERROR, "empty file")
+    cut = truncation(data)
+    if cut:
+        raise ImageRejected(RejectReason.DECODE_ERROR, cut)
     buf = np.frombuffer(data, np.uint8)
     with quiet_native_stderr():  # libpng and OpenCV print what the rejected row's detail says
         decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
@@ -75,6 +78,18 @@ def decode_image(data: bytes) -> np.ndarray:
         raise
     except Exception as exc:  # Pillow raises many types for corrupt data
         raise ImageRejected(RejectReason.DECODE_ERROR, f"cannot decode image: {_decode_failure(exc)}") from exc
+
+
+def truncation(data: bytes) -> str | None:
+    """Why a JPEG or PNG file is cut short, or None.  OpenCV decodes a JPEG cut inside its
+    scan data without an error (the missing rows come out grey), so the end is checked:
+    a JPEG ends with its EOI marker (padding after it allowed), a PNG with its IEND chunk."""
+    if data[:3] == b"\xff\xd8\xff":
+        if b"\xff\xd9" not in data[-4096:]:  # some writers pad after EOI
+            return "truncated JPEG: the file ends before the image's end marker"
+    elif data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
+        return "truncated PNG: the file ends before the IEND chunk"
+    return None
 
 
 def _decode_failure(exc: Exception) -> str:

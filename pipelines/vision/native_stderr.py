@@ -35,6 +35,7 @@ NATIVE_LINE = re.compile(
     rb"|(?:INFO|WARNING|ERROR|VERBOSE): "
     rb"|libpng (?:error|warning): "
     rb"|\[ ?(?:FATAL|ERROR|WARN|INFO|DEBUG|VERBOSE):\d+@"
+    rb"|\[[\w,]+ @ 0x[0-9a-f]+\] "  # FFmpeg inside OpenCV: "[mov,mp4,m4a @ 0x55d0] moov atom not found"
 )
 
 

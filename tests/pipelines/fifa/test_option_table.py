@@ -209,7 +209,8 @@ def test_flag_group_and_percent_in_help():
 
 
 @pytest.mark.parametrize("annotation, default, message", [
-    ("list[int] | None", None, "options are int, float, str or bool"),
+    ("list[int] | None", None, "a repeated option is annotated list[X] | None, and only a repeated one"),
+    ("dict | None", None, "options are int, float, str or bool"),
     ("int | str", 1, "one type (or None)"),
     ("bool", True, "a switch must default to False"),
 ])

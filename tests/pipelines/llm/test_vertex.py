@@ -57,7 +57,7 @@ def test_vertex_calls_carry_project_location_and_an_oauth_token(service_account)
 def test_vertex_needs_no_api_key_in_the_settings(tmp_path, monkeypatch):
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.fifa.settings import llm_settings
+    from pipelines.common.run_settings import llm_settings
     from pipelines.fifa_annotate import FifaOptions
 
     for variable in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):

@@ -1,0 +1,178 @@
+"""The Beam stages of FaceInstruct, over the shared stage shell (`pipelines.common.stages`):
+crop faces (images, videos, frames of a video) -> describe -> rate -> make the sample."""
+
+from __future__ import annotations
+
+import threading
+
+from apache_beam.metrics import Metrics
+
+from pipelines.common.beam_tags import OK, REJECTED, event
+from pipelines.common.stages import NAMESPACE, LlmStage, StageFn, llm_errors_as_rejections
+from schemas.common import PairRejected, RejectReason, Stage
+
+_per_thread = threading.local()
+
+
+def shared_cropper(config):
+    """One `FaceCropper` per thread and config (runners may set a DoFn up many times;
+    the face models take a second to load)."""
+    from pipelines.faceinstruct.media import FaceCropper
+
+    cache = _per_thread.__dict__.setdefault("croppers", {})
+    if config not in cache:
+        cache[config] = FaceCropper(config)
+    return cache[config]
+
+
+class CropStage(StageFn):
+    """Decode the media and find the face in one pass: a refusal counts in the stage of its
+    reason (`decode_error` in read, `no_face` in face)."""
+
+    stage = Stage.FACE
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+        self.cropper = None
+        self.seconds = Metrics.distribution(NAMESPACE, "crop_ms")
+
+    def setup(self) -> None:
+        self.cropper = shared_cropper(self.config)
+
+    def stage_of(self, reason: RejectReason) -> str:
+        return (reason.stage or self.stage).value
+
+    def pair_of(self, element):
+        return element
+
+
+class CropFaces(CropStage):
+    """An image or a video item -> its `FaceMedia`."""
+
+    def step(self, item):
+        if item.media_type == "video":
+            return self.cropper.video(item)
+        return self.cropper.image(item)
+
+
+class CropVideoFrames(CropStage):
+    """(video, its labelled frame items) -> a `FaceMedia` per frame, or its rejected row;
+    the video is decoded once for all of them."""
+
+    def pair_of(self, element):
+        return element[1][0]
+
+    def step(self, element):
+        _, items = element
+        items = sorted(items, key=lambda i: (i.source_frame, i.manifest, i.row))
+        for result in self.cropper.video_frames(items):
+            if isinstance(result, tuple):
+                item, exc = result
+                yield REJECTED, item.rejected(self.stage_of(exc.reason), exc.reason.value, exc.detail)
+            else:
+                yield OK, result
+
+
+class Describe(LlmStage):
+    """The label-assisted description of each face."""
+
+    stage = Stage.DESCRIBE
+
+    def __init__(self, describer: str, llm=None) -> None:
+        super().__init__(llm)
+        self.describer_name = describer
+        self.describer = None
+
+    def setup(self) -> None:
+        from pipelines.faceinstruct.describe import LlmDescriber, OfflineDescriber
+
+        super().setup()
+        self.describer = LlmDescriber(self.client) if self.client is not None else OfflineDescriber()
+
+    def pair_of(self, element):
+        return element.item
+
+    @llm_errors_as_rejections
+    def step(self, media):
+        return media, self.describer.describe(media)
+
+
+class Rate(LlmStage):
+    """The label-leak check, then the four criteria; items below `min_rating` are rejected."""
+
+    stage = Stage.RATE
+
+    def __init__(self, rater: str | None, llm=None, min_rating: float = 6) -> None:
+        super().__init__(llm)
+        self.rater_name, self.min_rating = rater, min_rating
+        self.rater = None
+
+    def setup(self) -> None:
+        from pipelines.faceinstruct.describe import LlmRater, OfflineRater
+
+        super().setup()
+        if self.client is not None:
+            self.rater = LlmRater(self.client)
+        elif self.rater_name is not None:
+            self.rater = OfflineRater()
+
+    def pair_of(self, element):
+        return element[0].item
+
+    @llm_errors_as_rejections
+    def step(self, element) -> list:
+        from pipelines.common.rating import below_bar, rating_events
+        from pipelines.faceinstruct.describe import label_leak
+
+        media, description = element
+        leak = label_leak(description)
+        if leak is not None:
+            raise PairRejected(RejectReason.LABEL_LEAK, f"the description gives away that its writer was told the "
+                               f"label ({leak!r})", description=description)
+        rating, out = None, []
+        if self.rater is not None:
+            rating = self.rater.rate(media, description)
+            out += rating_events(rating)
+            low = below_bar(rating, self.min_rating)
+            if low is not None:
+                row = media.item.rejected(self.stage.value, RejectReason.LOW_RATING.value, low, rating=rating,
+                                          description=description)
+                return [*out, (REJECTED, row)]
+        return [*out, (OK, (media, description, rating))]
+
+
+class MakeSample(StageFn):
+    """The shard row of each item."""
+
+    stage = Stage.SAMPLES
+
+    def __init__(self, sample_config, options_hash: str, describer, rater) -> None:
+        super().__init__()
+        self.sample_config, self.options_hash = sample_config, options_hash
+        self.describer, self.rater = describer, rater
+        self.maker = None
+
+    def setup(self) -> None:
+        from pipelines.faceinstruct.samples import SampleMaker
+
+        self.maker = SampleMaker(self.sample_config, self.options_hash, self.describer, self.rater)
+
+    def pair_of(self, element):
+        return element[0].item
+
+    def step(self, element):
+        from schemas.features import to_row
+
+        media, description, rating = element
+        row = self.maker.make(media, description, rating)
+        yield event(("items_written",))
+        yield event(("images", row.split))
+        yield event(("samples", row.task, row.split))
+        yield event(("source", row.source_dataset, "written"))
+        if row.media_type == "video":
+            yield event(("video_frames", "failed"), media.failed_frames)
+            yield event(("video_frames", "track"), row.track_frames)
+        for template in row.provenance.prompt_templates:
+            yield event(("template", template.id, template.version))
+        yield OK, to_row(row)
