@@ -37,6 +37,7 @@ from pipelines.vision.video import (
     TrackConfig,
     crop_square,
     failed_fraction,
+    jitter,
     open_video,
     resample_indices,
     smooth_track,
@@ -78,6 +79,10 @@ class FaceMedia:
     transform: np.ndarray  # (2, 3) source px -> crop px (a video: the middle frame's)
     measures: FaceMeasures  # of the middle frame
     failed_frames: int = 0  # video frames without exactly one face (bridged by the track)
+    # Frame-to-frame shake of the face box (`pipelines.vision.video.jitter`): of the
+    # detector's own boxes (frames with a face) and of the smoothed track that was cropped.
+    detector_jitter: float | None = None
+    track_jitter: float | None = None
 
     @property
     def pair(self) -> FaceItem:  # what the shared stage shell rejects
@@ -199,6 +204,7 @@ class FaceCropper:
                                    f"{sum(why.values())} of {len(boxes)} frames without exactly one usable face "
                                    f"({counts}); more than {cfg.max_failed_fraction:.0%}")
             track = smooth_track(boxes, source.fps, TrackConfig(cfg.max_failed_fraction, cfg.smoothing_s))
+            detected = np.array([b for b in boxes if b is not None], np.float64)
             order = resample_indices(len(boxes), source.fps, cfg.fps)
             picked = set(uniform_indices(len(order), cfg.frames))
             middle = len(order) // 2
@@ -241,7 +247,7 @@ class FaceCropper:
         return FaceMedia(item=item, image=kept[middle], frames=[kept[i] for i in sampled], frame_indices=sampled,
                          fps=cfg.fps, track_frames=len(order), video=video, landmarks=landmarks,
                          transform=transforms[middle], measures=measure(landmarks[middle] * cfg.crop_size),
-                         failed_frames=sum(why.values()))
+                         failed_frames=sum(why.values()), detector_jitter=jitter(detected), track_jitter=jitter(track))
 
 
 def bridge(points: list[np.ndarray | None]) -> np.ndarray | None:

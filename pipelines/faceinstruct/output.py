@@ -55,7 +55,13 @@ def sources_report(settings, events: dict[tuple, float]) -> dict[str, Any]:
 
 
 def video_report(events: dict[tuple, float]) -> dict[str, Any]:
-    """Over the written videos: track frames, and frames bridged because their face was missing."""
-    track = int(events.get(("video_frames", "track"), 0))
-    failed = int(events.get(("video_frames", "failed"), 0))
-    return {"track_frames": track, "frames_without_face_bridged": failed}
+    """Over the written videos: track frames, frames bridged because their face was
+    missing, and the mean box jitter of the detector's boxes and of the smoothed track."""
+    videos = int(events.get(("video_jitter", "videos"), 0))
+
+    def mean(name: str) -> float | None:
+        return round(events.get(("video_jitter", name), 0.0) / videos, 6) if videos else None
+
+    return {"videos": videos, "track_frames": int(events.get(("video_frames", "track"), 0)),
+            "frames_without_face_bridged": int(events.get(("video_frames", "failed"), 0)),
+            "mean_jitter": {"detector": mean("detector"), "track": mean("track")}}

@@ -25,6 +25,7 @@ from pipelines.common.progress import count_into, watch_counts
 from pipelines.common.run_options import RunFlags
 from pipelines.common.runners import is_local, run_pipeline
 from pipelines.common.shards import join
+from pipelines.common.spill import SpilledBatches
 from pipelines.faceinstruct.options import FaceInstructFlags
 from pipelines.faceinstruct.output import FaceInstructOutput
 from pipelines.faceinstruct.samples import SampleConfig
@@ -54,6 +55,14 @@ def stage(pcoll, label: str, fn, tags=(OK, REJECTED, EVENTS)) -> dict:
 
 def _is_frame(item) -> bool:
     return item.source_frame is not None
+
+
+def _item_id(media) -> str:
+    return media.item.item_id
+
+
+def _is_whole(item) -> bool:
+    return item.source_frame is None
 
 
 def _source_event(row):
@@ -88,18 +97,22 @@ def build(p: beam.Pipeline, settings: FaceInstructSettings, output: FaceInstruct
     inputs = p | "Read items" >> ReadManifest(settings.manifests, items_parser(settings.allow_absolute_paths),
                                               settings.row_caps if settings.limit is not None else None,
                                               RejectReason.DUPLICATE_ITEM, "this media and frame")
-    frames, whole = (inputs["pairs"] | "Frames apart" >> beam.Partition(lambda item, _: int(not _is_frame(item)), 2))
+    # Two filters, not a Partition: the Dask runner hands every output of a multi-output
+    # step all elements (see `pipelines.common.beam_tags`).
+    frames = inputs["pairs"] | "Frames of videos" >> beam.Filter(_is_frame)
+    whole = inputs["pairs"] | "Whole media" >> beam.Filter(_is_whole)
     cropped = stage(whole, "Crop faces", CropFaces(media))
     by_video = frames | "Key by video" >> beam.Map(lambda item: (item.media, item)) | "Group frames" >> beam.GroupByKey()
     cropped_frames = stage(by_video, "Crop video frames", CropVideoFrames(media))
-    faces = (cropped[OK], cropped_frames[OK]) | "All faces" >> beam.Flatten()
-    concurrency = max([c.concurrency for c in settings.llm_configs] or [1])
-    batches = faces | "Batch faces" >> beam.BatchElements(min_batch_size=1, max_batch_size=max(4, 4 * concurrency))
+    # Batches spread over workers; a batch's faces are described `--llm_concurrency` at a
+    # time.  Grouped by a hash of the item, spilled (a shuffle carries references, not
+    # crops): BatchElements would emit its last batch from finish_bundle, which the Dask
+    # runner loses.
+    batches = (cropped[OK], cropped_frames[OK]) | "Batch faces" >> SpilledBatches(
+        output.spill_dir, _item_id, settings.batches())
     described = stage(batches, "Describe", Describe(settings.describer, settings.describer_llm))
-    rated = stage(described[OK] | "Batch descriptions" >> beam.BatchElements(min_batch_size=1,
-                                                                               max_batch_size=max(4, 4 * concurrency)),
-                  "Rate", Rate(settings.rater if settings.rater != "none" else None, settings.rater_llm,
-                               settings.min_rating))
+    rated = stage(described[OK], "Rate", Rate(settings.rater if settings.rater != "none" else None,
+                                              settings.rater_llm, settings.min_rating))
     samples = stage(rated[OK], "Make sample",
                     MakeSample(SampleConfig(seed=settings.seed, test_fraction=settings.test_fraction),
                                settings.options_hash(), describer_of(settings), rater_of(settings)))

@@ -40,7 +40,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import cv2
@@ -105,7 +105,7 @@ _XVID = cv2.VideoWriter_fourcc(*"XVID")
 _FLV1 = 2  # the integer tag avoids OpenCV's FLV1 tag-fallback warning (reference)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _photo(name: str) -> np.ndarray:
     return {"astronaut": astronaut, "grace_hopper": grace_hopper}[name]()
 
@@ -172,9 +172,9 @@ def _face_box(view: _View, w: int, h: int, face_frac: float) -> tuple[int, int, 
     """The face's (x, y, width, height) in the output, integer pixels."""
     m = _view_matrix(view, w, h, face_frac)
     (cx, cy), side = _FACE_AT[view.photo]
-    x, y = m @ np.array([cx, cy, 1.0])
+    x, y = (float(v) for v in m @ np.array([cx, cy, 1.0]))
     s = side * float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
-    return int(round(x - s / 2)), int(round(y - s / 2)), int(round(s)), int(round(s))
+    return round(x - s / 2), round(y - s / 2), round(s), round(s)
 
 
 def _empty_picture(rng: np.random.Generator, w: int, h: int, drift: int = 0) -> list[np.ndarray]:
@@ -394,7 +394,7 @@ def _ferv39k(root: Path, rng: np.random.Generator, bad: bool) -> list[Expected]:
         clip = f"{scene}/{emo}/{num:04d}"
         folder = f"2_ClipsforFaceCrop/{clip}"
         g = rng if reject is None else brng
-        n = int(g.integers(12, 19))  # the frame count varies per clip
+        n = int(g.integers(16, 23))  # the frame count varies per clip
         if reject is None:
             t.frames(folder, _face_clip(g, n, 160, 160, 0.55), lambda j: f"{j + 1:02d}.jpg")
         lines[split].append(f"{clip} {emo}\n")

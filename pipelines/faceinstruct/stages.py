@@ -78,6 +78,7 @@ class Describe(LlmStage):
     """The label-assisted description of each face."""
 
     stage = Stage.DESCRIBE
+    keep_batches = True  # the rate stage takes them as they are
 
     def __init__(self, describer: str, llm=None) -> None:
         super().__init__(llm)
@@ -173,6 +174,9 @@ class MakeSample(StageFn):
         if row.media_type == "video":
             yield event(("video_frames", "failed"), media.failed_frames)
             yield event(("video_frames", "track"), row.track_frames)
+            yield event(("video_jitter", "detector"), media.detector_jitter or 0.0)
+            yield event(("video_jitter", "track"), media.track_jitter or 0.0)
+            yield event(("video_jitter", "videos"))
         for template in row.provenance.prompt_templates:
             yield event(("template", template.id, template.version))
         yield OK, to_row(row)

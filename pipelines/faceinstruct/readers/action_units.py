@@ -55,14 +55,16 @@ def read_disfa(tree: SourceTree, ctx: ReadContext) -> Iterator:
         for where in bad_lines:
             yield ctx.reject(where.split(":")[0], RejectReason.UNKNOWN_LABEL, f"{where} is not `<frame>,<intensity>`",
                              origin=where)
-        if video is None:
-            expected = f"Videos_{camera.capitalize()}Camera/{camera.capitalize()}Video{subject}_comp.avi"
-            yield ctx.missing(expected, origin)
-            continue
+        missing = video is None  # every labelled frame of it is rejected, so the counts stay per frame
+        path = video or f"Videos_{camera.capitalize()}Camera/{camera.capitalize()}Video{subject}_comp.avi"
         for frame in sorted(intensities)[::step]:
+            where = f"{origin}:frame {frame}"
+            if missing:
+                yield ctx.missing(path, where, frame=frame - 1)
+                continue
             active = sorted(au for au, value in intensities[frame].items() if value >= DISFA_ACTIVE_INTENSITY)
-            yield ctx.item(tree, video, {"aus": active}, origin=f"{origin}:frame {frame}", media_type="image",
-                           subject=subject, frame=frame - 1)
+            yield ctx.item(tree, video, {"aus": active}, origin=where, media_type="image", subject=subject,
+                           frame=frame - 1)
 
 
 BP4D_OCC_FILE = re.compile(r"(^|/)([FM]\d{3})_(T\d+)\.csv$", re.IGNORECASE)

@@ -30,7 +30,10 @@ def _ffpp_splits(tree: SourceTree) -> dict[str, str]:
 def read_ffpp(tree: SourceTree, ctx: ReadContext) -> Iterator:
     """Reals from original_sequences/youtube, fakes from manipulated_sequences/<Method>, at
     one compression (`compression`, c40 by default as FaceInstruct uses the low-quality
-    videos).  Splits from splits/*.json; a video in none of them splits by identity."""
+    videos).  The label is the folder, so every video found is an item; a video the split
+    files name but the tree lacks is not an error (downloads commonly take some methods
+    or compressions only).  Splits from splits/*.json; a video in none of them splits by
+    identity."""
     compression = ctx.options.get("compression", "c40")
     if compression not in FFPP_COMPRESSIONS:
         raise SourceError(f"FF++ compression {compression!r} is not one of {', '.join(FFPP_COMPRESSIONS)}")
@@ -42,32 +45,18 @@ def read_ffpp(tree: SourceTree, ctx: ReadContext) -> Iterator:
         raise SourceError(f"no FF++ videos at compression {compression} "
                           f"(original_sequences/youtube/{compression}/videos/000.mp4) under {tree.root}{hint}")
     splits = _ffpp_splits(tree)
-    by_method: dict[str | None, set[str]] = {}
     for path in videos:
         parts = path.split("/")
         stem = parts[-1].rsplit(".", 1)[0]
         if "original_sequences" in parts:
             method, subject = None, stem
-            by_method.setdefault(None, set()).add(stem)
         elif "manipulated_sequences" in parts:
             method = parts[parts.index("manipulated_sequences") + 1]
             subject = stem.split("_")[0]
-            by_method.setdefault(method, set()).add(stem)
         else:
             continue
         label = {"fake": method is not None, "method": method}
         yield ctx.item(tree, path, label, origin=path, media_type="video", split=splits.get(stem), subject=subject)
-    # A video the split files name that this tree lacks, for the sets the tree holds.
-    # (DeepFakeDetection names its videos otherwise; the split files do not cover it.)
-    methods = sorted(m for m in by_method if m not in (None, "DeepFakeDetection"))
-    for key, split in sorted(splits.items()):
-        if "_" in key:
-            wanted = [(m, f"manipulated_sequences/{m}") for m in methods]
-        else:
-            wanted = [(None, "original_sequences/youtube")] if None in by_method else []
-        for method, folder in wanted:
-            if key not in by_method[method]:
-                yield ctx.missing(f"{folder}/{compression}/videos/{key}.mp4", f"splits/*.json ({split})")
 
 
 def read_fakeavceleb(tree: SourceTree, ctx: ReadContext) -> Iterator:

@@ -32,30 +32,33 @@ def _fold_file(tree: SourceTree, fold: int, part: str, names: tuple[str, ...]) -
     return None
 
 
-def _media_by_number(tree: SourceTree, folders: tuple[str, ...]) -> dict[int, str]:
+def _media_by_number(tree: SourceTree, folders: tuple[str, ...]) -> tuple[dict[int, str], str]:
     """Clip number -> its media under the first of `folders` that holds any: `<n>.mp4`
-    files at any depth (DFEW's `part_N/`), else frame folders named by the number."""
+    files at any depth (DFEW's `part_N/`), else frame folders named by the number; and
+    how a missing clip is named there (a format with `{n}`)."""
     for folder in folders:
-        videos = [p for p in tree.files if f"/{folder.lower()}/" in "/" + p.lower()
-                  and p.lower().endswith(VIDEO_SUFFIXES)]
+        inside = [p for p in tree.files if f"/{folder.lower()}/" in "/" + p.lower()]
+        videos = [p for p in inside if p.lower().endswith(VIDEO_SUFFIXES)]
         if videos:
-            return {n: p for p in reversed(videos) if (n := int_or_none(p.rsplit("/", 1)[1].split(".")[0])) is not None}
-        frame_dirs = {}
-        for p in tree.files:
-            low = "/" + p.lower()
-            if f"/{folder.lower()}/" in low:
-                parent = p.rsplit("/", 1)[0]
-                n = int_or_none(parent.rsplit("/", 1)[-1])
-                if n is not None:
-                    frame_dirs.setdefault(n, parent)
+            found = {n: p for p in reversed(videos)
+                     if (n := int_or_none(p.rsplit("/", 1)[1].split(".")[0])) is not None}
+            prefix = videos[0][:videos[0].lower().index(folder.lower()) + len(folder)]
+            return found, prefix + "/{n}.mp4"
+        frame_dirs: dict[int, str] = {}
+        for p in inside:
+            parent = p.rsplit("/", 1)[0]
+            n = int_or_none(parent.rsplit("/", 1)[-1])
+            if n is not None:
+                frame_dirs.setdefault(n, parent)
         if frame_dirs:
-            return frame_dirs
-    return {}
+            some = next(iter(frame_dirs.values()))
+            return frame_dirs, some.rsplit("/", 1)[0] + "/{n:05d}"
+    return {}, "Clip/original/{n}.mp4"
 
 
 def read_dfew(tree: SourceTree, ctx: ReadContext) -> Iterator:
     fold = int(ctx.options.get("fold", 1))
-    media = _media_by_number(tree, ("Clip/original", "original", "clip_224x224", "clip_224x224_16f"))
+    media, missing_as = _media_by_number(tree, ("Clip/original", "original", "clip_224x224", "clip_224x224_16f"))
     seen: set[int] = set()
     found_any = False
     for split, names in (("train", ("train(single-labeled)", "train(single_labeled)", "train")),
@@ -80,7 +83,7 @@ def read_dfew(tree: SourceTree, ctx: ReadContext) -> Iterator:
             name = DFEW_CLASSES.get(int_or_none(row[1]) or -1)
             path = media.get(clip)
             if path is None:
-                yield ctx.missing(f"Clip/original/{clip}.mp4", origin)
+                yield ctx.missing(missing_as.format(n=clip), origin)
             elif name is None:
                 yield ctx.reject(path, RejectReason.UNKNOWN_LABEL, f"label {row[1].strip()!r} is not one of "
                                  f"DFEW's 1..7", origin=origin)

@@ -116,10 +116,12 @@ def read_celeba(tree: SourceTree, ctx: ReadContext) -> Iterator:
             fields = line.replace(",", " ").split()
             if len(fields) == 2 and (value := int_or_none(fields[1])) is not None:
                 partitions[fields[0]] = value
-    images = {}
+    images: dict[str, str] = {}
     for p in tree.files:
         if "img_align_celeba/" in p and p.lower().endswith(IMAGE_SUFFIXES):
             images.setdefault(p.rsplit("/", 1)[1], p)
+    # Where a missing image would be: the folder the others are in.
+    folder = next(iter(images.values())).rsplit("/", 1)[0] if images else "Img/img_align_celeba"
     with open(tree.path(attr_rel), encoding="utf-8", errors="replace") as f:
         text = f.read().splitlines()
     if attr_kind == "txt":
@@ -134,7 +136,7 @@ def read_celeba(tree: SourceTree, ctx: ReadContext) -> Iterator:
         origin = f"{attr_rel}:{number}"
         fields = line.replace(",", " ").split()
         name, values = fields[0], [int_or_none(v) for v in fields[1:]]
-        path = images.get(name, f"img_align_celeba/{name}")
+        path = images.get(name, f"{folder}/{name}")
         if len(values) != len(CELEBA_ATTRIBUTES) or any(v not in (-1, 1) for v in values):
             yield ctx.reject(path, RejectReason.UNKNOWN_LABEL, f"line {number}: expected 40 values of -1/1",
                              origin=origin)

@@ -126,7 +126,7 @@ def test_labels_follow_the_spec(built):
             assert isinstance(e.label["age"], int)
         elif e.task == "deepfake":
             assert (e.label["method"] is None) == (not e.label["fake"])
-    splits = {name: {e.split for _, e in items(built) if _ == name} for name in SOURCES}
+    splits = {name: {e.split for e in es} for name, es in built[1].items()}
     for name in ("crema_d", "disfa", "bp4d", "morph", "utkface", "fakeavceleb"):
         assert splits[name] == {None}, name
     for name in ("dfew", "mafw", "ferv39k", "affectnet", "rafdb", "celeba", "ffpp"):
@@ -149,12 +149,22 @@ def test_total_size_is_small(built):
     assert total < 10_000_000
 
 
-def test_bad_false_writes_only_good_items(tmp_path):
+def test_bad_false_writes_only_good_items(built, tmp_path):
+    root, full = built
     expected = build_all(tmp_path, seed=0, bad=False)
     for name, es in expected.items():
         assert es and all(e.reject is None for e in es), name
         for e in es:
             assert (tmp_path / name / e.source_path).exists(), e
+        # The good items (and their media) do not depend on `bad`; only DISFA's SN010 gains
+        # the two frames that show no face when bad items are written.
+        good = [e for e in full[name] if e.reject is None]
+        assert all(e in es for e in good), name
+        assert len(es) - len(good) == (2 if name == "disfa" else 0), name
+        for e in good:
+            path = tmp_path / name / e.source_path
+            if path.is_file() and name != "disfa":
+                assert path.read_bytes() == (root / name / e.source_path).read_bytes(), e
 
 
 def test_good_media_exist_and_missing_files_do_not(built):
@@ -191,9 +201,8 @@ def test_bad_images_fail_as_intended(built, fa):
         path = root / name / e.source_path
         if e.reject == "decode_error":
             assert cv2.imread(str(path)) is None, e
-            with pytest.raises(OSError):
-                with Image.open(path) as im:
-                    im.load()
+            with pytest.raises(OSError), Image.open(path) as im:
+                im.load()
         elif e.reject == "no_face":
             assert fa.detect(read_rgb(path)) == [], e
         elif e.reject == "multiple_faces":
@@ -321,7 +330,7 @@ def test_ferv39k_split_files(built):
     for split in ("train", "test"):
         with open(root / f"ferv39k/4_setups/All_scenes/{split}_All.csv", newline="") as f:
             for clip, emo in csv.reader(f, delimiter=" "):  # no header
-                scene, folder_emo, num = clip.split("/")
+                _scene, folder_emo, num = clip.split("/")
                 assert folder_emo == emo and re.fullmatch(r"\d{4}", num)
                 e = exp[f"2_ClipsforFaceCrop/{clip}"]
                 assert e.split == split
@@ -338,7 +347,7 @@ def test_crema_d_names(built):
     assert {f"VideoFlash/{r['Filename']}.flv" for r in rows} == set(exp)
     names = {"ANG": "Anger", "DIS": "Disgust", "FEA": "Fear", "HAP": "Happy", "NEU": "Neutral", "SAD": "Sad"}
     for rel, e in exp.items():
-        actor, sentence, emo, level = Path(rel).stem.split("_")
+        actor, _sentence, emo, level = Path(rel).stem.split("_")
         assert e.subject_id == actor and 1001 <= int(actor) <= 1091 and level in {"LO", "MD", "HI", "XX"}
         assert e.reject is not None or e.label == {"expression": names[emo]}
     with open(root / "crema_d/VideoDemographics.csv", newline="") as f:
