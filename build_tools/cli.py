@@ -89,6 +89,22 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from build_tools.export_llava import ExportError, export_llava
+
+    try:
+        counts = export_llava(args.output, args.out, args.split, args.overwrite)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for name, n in counts.items():
+        print(f"{args.out}/{name}: {n} samples")
+    train = [f"{args.out}/{n}" for n in counts if not n.endswith("_test.json")]
+    if train:
+        print(f"train with --data_path {' '.join(train)} --image_folder {args.out} --video_folder {args.out}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from build_tools.bench.command import run_from_args
 
@@ -311,6 +327,20 @@ def build_parser(pipeline_options: bool = False) -> argparse.ArgumentParser:
     report.add_argument("--max-rejected", type=int, default=40,
                         help="rejected rows drawn with their images (all are listed; default 40)")
     report.set_defaults(func=_cmd_report)
+
+    exp = sub.add_parser(
+        "export", help="export a FaceInstruct run for other trainers",
+        description="facext export llava OUT --out DIR: the LLaVA / Video-LLaVA JSON files (one per source "
+                    "dataset), the crops, the crop-track videos and the landmark .npy files, laid out as the "
+                    "Face-LLaVA trainer reads them.")
+    esub = exp.add_subparsers(dest="export_format", required=True)
+    llava = esub.add_parser("llava", help="LLaVA / Video-LLaVA JSON, media and landmarks (Face-LLaVA)")
+    llava.add_argument("output", help="the faceinstruct_build --output folder (a finished run)")
+    llava.add_argument("--out", required=True, help="the export folder")
+    llava.add_argument("--split", choices=["train", "test", "all"], default="train",
+                       help="which split to export (default train; test goes to SOURCE_test.json)")
+    llava.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    exp.set_defaults(func=_cmd_export)
 
     bench = sub.add_parser("bench", help="measure speed")
     from build_tools.bench.command import add_arguments as bench_arguments
