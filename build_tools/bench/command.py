@@ -14,11 +14,13 @@ from build_tools.bench.pipeline import FLOOR_STAGES, bench_analysis, bench_pipel
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=["analysis", "pipeline", "llm", "publish", "memory", "fidelity"],
+    parser.add_argument("target", choices=["analysis", "pipeline", "llm", "publish", "memory", "fidelity",
+                                           "faceinstruct"],
                         help="what to measure (llm: client throughput against a local server; publish: "
                              "Parquet export and report page of a run; memory: peak RSS of whole runs of "
                              "--sizes pairs; fidelity: mask IoU per edit family on the independent evaluation "
-                             "set and on sample-data pairs)")
+                             "set and on sample-data pairs; faceinstruct: images/s and video-seconds/s of the FaceInstruct pipeline "
+                             "against the face-model floor)")
     parser.add_argument("--n", type=int, default=20, help="generated pairs to time (default 20)")
     parser.add_argument("--workers", type=int, default=None,
                         help="pipeline: DirectRunner multi-process workers (default: in-process "
@@ -46,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "evaluation set (the figure of docs/masks.md)")
     parser.add_argument("--eval-pairs", type=int, default=160,
                         help="fidelity: pairs of the independent evaluation set to generate (default 160)")
+    parser.add_argument("--copies", type=int, default=4,
+                        help="faceinstruct: copies of each fixture dataset tree to time (default 4)")
     parser.add_argument("--pipeline-pairs", type=int, default=8,
                         help="llm: also describe and rate this many generated pairs through the pipeline "
                              "(0: the client scenarios only; default 8)")
@@ -66,6 +70,16 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 0
     if args.target == "memory":
         return _bench_memory(args)
+    if args.target == "faceinstruct":
+        from build_tools.bench.faceinstruct import bench_faceinstruct, summary
+
+        if not args.all_cores:
+            pin_to_one_core()
+        report = {**bench_faceinstruct(args.copies), "one_core": not args.all_cores, "machine": machine()}
+        Path(args.output or "bench_faceinstruct.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(summary(report))
+        print(f"wrote {args.output or 'bench_faceinstruct.json'}")
+        return 0
     if args.target == "fidelity":
         return _bench_fidelity(args)
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None

@@ -81,7 +81,7 @@ def test_a_run_with_two_worker_processes_shows_only_our_lines(manifest, tmp_path
     # The decode errors went to the rejected table, not to stderr.
     rejected = datasets.load_from_disk(str(output / "rejected"))
     details = {row["pair_id"]: row["detail"] for row in rejected}
-    assert "cut.png: cannot decode image: image file is truncated" in details["cut-at-500-bytes"]
+    assert "cut.png: truncated PNG: the file ends before the IEND chunk" in details["cut-at-500-bytes"]
     assert all(reason == "decode_error" for reason in rejected["reason"])
 
 

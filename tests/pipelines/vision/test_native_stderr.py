@@ -102,11 +102,24 @@ def truncated_png() -> bytes:
     return cv2.imencode(".png", image)[1].tobytes()[:500]  # as `head -c 500` leaves it
 
 
+def corrupt_png() -> bytes:
+    """A whole PNG (its IEND chunk in place) whose image data is damaged: libpng itself
+    fails on it, and would say so on stderr."""
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (64, 1))
+    data = bytearray(cv2.imencode(".png", np.dstack([ramp, ramp[:, ::-1], ramp]))[1].tobytes())
+    middle = len(data) // 2
+    data[middle:middle + 16] = bytes(16)
+    return bytes(data)
+
+
 def test_a_truncated_png_is_rejected_without_a_word_on_stderr(capfd):
     with pytest.raises(ImageRejected) as info:
         decode_image(truncated_png())
     assert info.value.reason is RejectReason.DECODE_ERROR
-    assert info.value.detail.startswith("cannot decode image: ")  # the error is the row's detail
+    assert info.value.detail.startswith("truncated PNG")  # the error is the row's detail
+    with pytest.raises(ImageRejected) as info:
+        decode_image(corrupt_png())
+    assert info.value.detail.startswith("cannot decode image: ")
     assert capfd.readouterr().err == ""
 
 
@@ -115,5 +128,5 @@ def test_with_verbose_opencv_says_it_itself(capfd, monkeypatch):
     """The check above can fail: the same decode, verbose, prints OpenCV's or libpng's line."""
     monkeypatch.setenv(VERBOSE_ENV, "1")
     with pytest.raises(ImageRejected):
-        decode_image(truncated_png())
-    assert "PNG input buffer is incomplete" in capfd.readouterr().err
+        decode_image(corrupt_png())
+    assert "libpng error" in capfd.readouterr().err
