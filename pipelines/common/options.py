@@ -91,8 +91,12 @@ def add_arguments(parser, spec, group_title: str, exclude: tuple[str, ...] = ())
     hints = typing.get_type_hints(spec)
     groups: dict[str, Any] = {}
     fields = {f.name: f for f in dataclasses.fields(spec)}
+    taken = getattr(parser, "_option_string_actions", {})
     for row in option_table(spec):
-        if row.name in exclude:
+        # Beam builds one parser from every PipelineOptions subclass imported (to forward
+        # options to workers): a flag both pipelines declare (--input, --output, the run
+        # and LLM options) is added once there.  Each pipeline's own parser has its own.
+        if row.name in exclude or row.flag in taken:
             continue
         title = fields[row.name].metadata.get("group") or group_title
         if title not in groups:
@@ -147,7 +151,7 @@ def expand_config(argv: list[str], known: set[str] | None, repeatable: frozenset
     """argv with the options of `--config FILE.yaml` put in front, so flags win.
 
     The file is a mapping of option names (with or without leading dashes) to scalars, or
-    to lists for the options named in `repeatable`; `true` turns a switch on, `false` leaves it off.  A name not in `known` is an
+    to lists for the options named in `repeatable` (any, with `known=None`); `true` turns a switch on, `false` leaves it off.  A name not in `known` is an
     `OptionError` naming the closest known one (`known=None` takes every name).
     """
     pre = argparse.ArgumentParser(add_help=False)
@@ -183,7 +187,7 @@ def expand_config(argv: list[str], known: set[str] | None, repeatable: frozenset
                 flags.append(f"--{name}")
         elif isinstance(value, (str, int, float)):
             flags.append(f"--{name}={value}")
-        elif isinstance(value, list) and name in repeatable and \
+        elif isinstance(value, list) and (known is None or name in repeatable) and \
                 all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
             flags.extend(f"--{name}={v}" for v in value)  # a repeated option: each item once
         elif value is None:
@@ -206,10 +210,22 @@ def known_option_names(options_cls) -> set[str]:
 
 def known_flags(options_cls) -> dict[str, argparse.Action]:
     """Every flag (`--runner`, `--input`, `-h`) of Beam's registered PipelineOptions
-    subclasses, `options_cls` among them, with the argparse action that parses it."""
-    found: dict[str, argparse.Action] = {}
-    options_cls([]).get_all_options(add_extra_args_fn=lambda parser: found.update(parser._option_string_actions))
-    return found
+    subclasses and of `options_cls`, with the argparse action that parses it.  Another
+    facext pipeline's options class, imported in the same process, does not count: its
+    flags are not this pipeline's."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    seen: dict[str, type] = {}
+    for cls in PipelineOptions.__subclasses__():
+        seen.setdefault(str(cls), cls)  # Beam's own rule: the first of each name
+    for cls in seen.values():
+        if cls.__module__.startswith("pipelines.") and not issubclass(options_cls, cls):
+            continue
+        cls._add_argparse_args(parser)  # noqa: SLF001 - how Beam itself collects them
+    if options_cls not in seen.values():
+        options_cls._add_argparse_args(parser)  # noqa: SLF001
+    return dict(parser._option_string_actions)  # noqa: SLF001
 
 
 def import_runner(argv: list[str]) -> None:
