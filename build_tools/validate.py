@@ -1,4 +1,5 @@
-"""`facext validate OUTPUT`: check a FiFa-Instruct output folder and summarise it.
+"""`facext validate OUTPUT`: check a pipeline's output folder and summarise it (FiFa-Instruct
+here; FaceInstruct in `build_tools.validate_faceinstruct`).
 
 Checks the schema against `schemas.FifaImage` (a row per distinct crop, each crop once,
 with the samples about it), every sample's internal consistency
@@ -120,6 +121,15 @@ def _check_one(row: dict, split: str, tree, out: Validation, image_size, seen_id
 
 
 def validate(output: str | Path) -> Validation:
+    """The checks of the pipeline that wrote OUTPUT (its run report says which)."""
+    if (load_report(Path(output)) or {}).get("pipeline") == "faceinstruct_build":
+        from build_tools.validate_faceinstruct import validate_faceinstruct
+
+        return validate_faceinstruct(output)
+    return validate_fifa(output)
+
+
+def validate_fifa(output: str | Path) -> Validation:
     import datasets
     import pyarrow as pa
 
@@ -135,7 +145,7 @@ def validate(output: str | Path) -> Validation:
         out.fail(f"datasets.load_from_disk({root}) failed: {exc}")
         return out
     expected = hf_features(FifaImage)
-    options = (_load_report(root) or {}).get("options", {})
+    options = (load_report(root) or {}).get("options", {})
     min_rating, max_hallucinated = options.get("min_rating"), options.get("max_hallucinated")
     rated = options.get("rater") not in (None, "none")  # then every judged answer has its rating
     identities: dict[str, set[str]] = {s: set() for s in SPLITS}
@@ -169,18 +179,30 @@ def validate(output: str | Path) -> Validation:
             identities[split].add(image_row["subject_id"] or image_row["pair_id"])
             if pair_split.setdefault(image_row["pair_id"], split) != split:
                 out.fail(f"pair {image_row['pair_id']} has samples in both splits")
-        _check_shard_sizes(root / split, out)
+        check_shard_sizes(root / split, out)
     both = identities["train"] & identities["test"]
     if both:
         out.fail(f"{len(both)} identities in both train and test, e.g. {sorted(both)[:3]}")
 
+    check_rejected_table(root, out, RejectedRow)
+    _check_report(root, out, pair_split, pa)
+    return out
+
+
+def check_rejected_table(root: Path, out: Validation, row_type) -> None:
+    """The rejected table: its columns are `row_type`'s, its stages and reasons are those
+    `schemas.common` defines; counts them into `out.rejected`."""
+    import datasets
+
+    from schemas.features import hf_features
+
     try:
         rejected = datasets.load_from_disk(str(root / "rejected"))
-        missing = [name for name in RejectedRow.model_fields if name not in rejected.column_names]
+        missing = [name for name in row_type.model_fields if name not in rejected.column_names]
         if missing:
             out.fail(f"rejected table lacks columns {missing}")
-        if rejected.features.to_dict() != hf_features(RejectedRow).to_dict():
-            out.fail("rejected: features differ from schemas.RejectedRow")
+        if rejected.features.to_dict() != hf_features(row_type).to_dict():
+            out.fail(f"rejected: features differ from schemas' {row_type.__name__}")
         out.rejected = Counter(zip(rejected["stage"], rejected["reason"], strict=True))
         stages, reasons = {s.value for s in Stage}, {r.value for r in RejectReason}
         unknown = sorted({f"{s}/{r}" for s, r in out.rejected if s not in stages or r not in reasons})
@@ -189,9 +211,6 @@ def validate(output: str | Path) -> Validation:
     except Exception as exc:  # noqa: BLE001
         out.fail(f"rejected table does not load: {exc}")
 
-    _check_report(root, out, pair_split, pa)
-    return out
-
 
 def _png_size(data: bytes) -> tuple[int, int] | None:
     if not data or data[:8] != b"\x89PNG\r\n\x1a\n":
@@ -199,10 +218,10 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-def _check_shard_sizes(folder: Path, out: Validation) -> None:
+def check_shard_sizes(folder: Path, out: Validation) -> None:
     import pyarrow as pa
 
-    report = _load_report(folder.parent)
+    report = load_report(folder.parent)
     limit = (report or {}).get("options", {}).get("max_rows_per_shard")
     for path in sorted(folder.glob("data-*.arrow")):
         with pa.memory_map(str(path)) as source:
@@ -211,13 +230,13 @@ def _check_shard_sizes(folder: Path, out: Validation) -> None:
             out.fail(f"{path.name}: {rows} rows, more than --max_rows_per_shard {limit}")
 
 
-def _load_report(root: Path) -> dict | None:
+def load_report(root: Path) -> dict | None:
     path = root / "run_report.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _check_report(root: Path, out: Validation, pair_split: dict[str, str], pa) -> None:
-    report = _load_report(root)
+    report = load_report(root)
     if report is None:
         out.fail("run_report.json missing")
         return
@@ -248,12 +267,19 @@ def _check_report(root: Path, out: Validation, pair_split: dict[str, str], pa) -
 
 def summary(result: Validation, output: str | Path) -> str:
     lines = [f"{output}: {'valid' if result.ok else f'{len(result.problems)} problem(s)'}"]
+    faceinstruct = (load_report(Path(output)) or {}).get("pipeline") == "faceinstruct_build"
     for split, n in result.rows.items():
-        lines.append(f"  {split}: {n} samples about {result.images.get(split, 0)} images")
+        lines.append(f"  {split}: {n} samples" + ("" if faceinstruct else f" about {result.images.get(split, 0)} images"))
     tasks = Counter()
     for (task, _), n in result.counts.items():
         tasks[task] += n
-    lines.append("  tasks: " + ", ".join(f"{t} {tasks.get(t, 0)}" for t in TASKS))
+    if faceinstruct:
+        from schemas.faceinstruct import TASKS as FACE_TASKS
+
+        names = FACE_TASKS
+    else:
+        names = TASKS
+    lines.append("  tasks: " + ", ".join(f"{t} {tasks.get(t, 0)}" for t in names))
     reasons = Counter()
     for (_, reason), n in result.rejected.items():
         reasons[reason] += n

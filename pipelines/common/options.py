@@ -222,10 +222,10 @@ def known_flags(options_cls) -> dict[str, argparse.Action]:
     for cls in seen.values():
         if cls.__module__.startswith("pipelines.") and not issubclass(options_cls, cls):
             continue
-        cls._add_argparse_args(parser)  # noqa: SLF001 - how Beam itself collects them
+        cls._add_argparse_args(parser)  # how Beam itself collects them
     if options_cls not in seen.values():
-        options_cls._add_argparse_args(parser)  # noqa: SLF001
-    return dict(parser._option_string_actions)  # noqa: SLF001
+        options_cls._add_argparse_args(parser)
+    return dict(parser._option_string_actions)
 
 
 def import_runner(argv: list[str]) -> None:
