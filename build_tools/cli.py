@@ -197,8 +197,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {drawn['page']}: {drawn['samples']} samples of {drawn['pairs']} pairs, "
-          f"{drawn['images']} pictures")
+    pairs = f" of {drawn['pairs']} pairs" if drawn["pairs"] else ""
+    print(f"wrote {drawn['page']}: {drawn['samples']} samples{pairs}, {drawn['images']} pictures")
     return 0
 
 

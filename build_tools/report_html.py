@@ -74,12 +74,16 @@ def write_report(output: str | Path, path: str | Path, selection: Selection = Se
     """Writes the page and its pictures; returns what it drew (counts, files)."""
     output, path = Path(output), Path(path)
     report = load_run_report(output)
+    if report.get("pipeline") == "faceinstruct_build":
+        from build_tools.report_faceinstruct import write_faceinstruct_report
+
+        return write_faceinstruct_report(output, path, report, selection)
     tree = load_tree()
     files = path.parent / f"{path.stem}_files"
     files.mkdir(parents=True, exist_ok=True)
     for old in files.glob("*.png"):  # an earlier page's pictures (the folder is the page's own)
         old.unlink()
-    writer = _Pictures(files, path.parent)
+    writer = Pictures(files, path.parent)
 
     samples = select_samples(output, selection, tree) if report.get("pairs_written") else []
     pairs = _pair_views(output, report, samples, tree, progress)
@@ -101,7 +105,7 @@ def write_report(output: str | Path, path: str | Path, selection: Selection = Se
 def load_run_report(output: Path) -> dict[str, Any]:
     report_path = output / "run_report.json"
     if not report_path.exists():
-        raise ReportError(f"{output} is not a fifa_annotate output: it has no run_report.json")
+        raise ReportError(f"{output} is not a pipeline's output: it has no run_report.json")
     report = json.loads(report_path.read_text())
     if report.get("status") == "awaiting_batch":
         raise ReportError(f"{output}: the run is waiting for batch answers (--llm_batch collect); "
@@ -292,7 +296,7 @@ def _decode_png(data: bytes) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-class _Pictures:
+class Pictures:
     """PNG files beside the page, named by content so a re-run rewrites the same names."""
 
     def __init__(self, folder: Path, page_dir: Path):
@@ -358,7 +362,7 @@ def seg_overlay(image: np.ndarray, masks: list[np.ndarray], regions: list[np.nda
 # --- the sample cards ---------------------------------------------------------------------------
 
 
-def _esc(text: Any) -> str:
+def esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
@@ -371,42 +375,42 @@ def grounded_html(text: str) -> str:
     parts, last = [], 0
     for i, match in enumerate(GROUNDED.finditer(text)):
         colour = SEG_COLOURS[i % len(SEG_COLOURS)]
-        parts.append(_esc(text[last:match.start()]))
+        parts.append(esc(text[last:match.start()]))
         if match.group(1) is not None:
             parts.append(f'<span class="phrase" style="background:{_rgb(colour, 0.25)};'
-                         f'border-bottom:3px solid {_rgb(colour)}">{_esc(match.group(1))}</span>')
+                         f'border-bottom:3px solid {_rgb(colour)}">{esc(match.group(1))}</span>')
         parts.append(f'<span class="seg" style="background:{_rgb(colour)}">SEG {i + 1}</span>')
         last = match.end()
-    parts.append(_esc(text[last:]))
+    parts.append(esc(text[last:]))
     return "".join(parts).replace("\n", "<br>")
 
 
-def _figure(src: str, caption: str) -> str:
-    return f'<figure><img src="{_esc(src)}" alt="{_esc(caption)}"><figcaption>{_esc(caption)}</figcaption></figure>'
+def figure_html(src: str, caption: str) -> str:
+    return f'<figure><img src="{esc(src)}" alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
 
 
-def _pair_pictures(view: PairView, writer: _Pictures, tree: ConceptTree, cache: dict) -> str:
+def _pair_pictures(view: PairView, writer: Pictures, tree: ConceptTree, cache: dict) -> str:
     if view.pair_id in cache:
         return cache[view.pair_id]
     figures = []
     if view.real is not None:
-        figures.append(_figure(writer.save(view.real, f"{view.pair_id}_real"), "real crop"))
+        figures.append(figure_html(writer.save(view.real, f"{view.pair_id}_real"), "real crop"))
     if view.fake is not None:
-        figures.append(_figure(writer.save(view.fake, f"{view.pair_id}_fake"), "fake crop"))
+        figures.append(figure_html(writer.save(view.fake, f"{view.pair_id}_fake"), "fake crop"))
     if view.real is not None and view.fake is not None and view.real.shape == view.fake.shape:
         difference = np.abs(view.fake.astype(np.int16) - view.real.astype(np.int16)).mean(axis=2)
-        figures.append(_figure(writer.save(difference_heatmap(difference), f"{view.pair_id}_diff"),
+        figures.append(figure_html(writer.save(difference_heatmap(difference), f"{view.pair_id}_diff"),
                                "|fake − real| heat map"))
     mask = view.artifact_mask if view.artifact_mask is not None else view.shard_mask
     if mask is not None and view.fake is not None:
-        figures.append(_figure(writer.save(mask_overlay(view.fake, mask), f"{view.pair_id}_mask"),
+        figures.append(figure_html(writer.save(mask_overlay(view.fake, mask), f"{view.pair_id}_mask"),
                                "artifact mask"))
     if view.labels is not None and view.real is not None:
         atomic = [tree.atomic_index[c["id"]] for c in view.flagged if c["atomic"]]
-        figures.append(_figure(writer.save(outlined_labels(view.real, view.labels, atomic),
+        figures.append(figure_html(writer.save(outlined_labels(view.real, view.labels, atomic),
                                            f"{view.pair_id}_labels"), "label map, flagged outlined"))
     flagged = sorted((c for c in view.flagged if c["atomic"]), key=lambda c: -c["share"])
-    rows = "".join(f"<tr><td>{_esc(c['name'])}</td><td>{c['coverage']:.2f}</td><td>{c['share']:.2f}</td></tr>"
+    rows = "".join(f"<tr><td>{esc(c['name'])}</td><td>{c['coverage']:.2f}</td><td>{c['share']:.2f}</td></tr>"
                    for c in flagged[:12])
     more = f"<p class='muted'>and {len(flagged) - 12} more</p>" if len(flagged) > 12 else ""
     table = (f"<table class='small'><tr><th>flagged atomic concept</th><th>coverage</th><th>share</th></tr>"
@@ -417,12 +421,12 @@ def _pair_pictures(view: PairView, writer: _Pictures, tree: ConceptTree, cache: 
         checks.append(f"re-analysis {verdict} the shard's artifact mask (IoU {view.mask_iou:.3f})")
     if view.note:
         checks.append(view.note)
-    notes = "".join(f"<p class='muted'>{_esc(c)}</p>" for c in checks)
+    notes = "".join(f"<p class='muted'>{esc(c)}</p>" for c in checks)
     cache[view.pair_id] = f"<div class='pics'>{''.join(figures)}</div>{table}{notes}"
     return cache[view.pair_id]
 
 
-def _sample_card(sample: dict, view: PairView, writer: _Pictures, tree: ConceptTree, cache: dict) -> str:
+def _sample_card(sample: dict, view: PairView, writer: Pictures, tree: ConceptTree, cache: dict) -> str:
     """`cache` holds each pair's pictures, drawn once for all its samples."""
     from schemas.masks import decode_mask
 
@@ -432,33 +436,33 @@ def _sample_card(sample: dict, view: PairView, writer: _Pictures, tree: ConceptT
     seg = writer.save(seg_overlay(image, masks, regions, sample["bbox"]), f"{sample['sample_id']}_seg")
     legend = "".join(
         f'<li><span class="swatch" style="background:{_rgb(SEG_COLOURS[i % len(SEG_COLOURS)])}"></span>'
-        f'SEG {i + 1}: {_esc(tree[c].name if c in tree.by_id else c)}</li>'
+        f'SEG {i + 1}: {esc(tree[c].name if c in tree.by_id else c)}</li>'
         for i, c in enumerate(sample["concepts"][:len(masks)]))
     turns = "".join(
-        f"<div class='turn {'human' if t['from'] == 'human' else 'gpt'}'><b>{_esc(t['from'])}</b> "
-        f"{grounded_html(t['value']) if t['from'] != 'human' else _esc(t['value']).replace(chr(10), '<br>')}</div>"
+        f"<div class='turn {'human' if t['from'] == 'human' else 'gpt'}'><b>{esc(t['from'])}</b> "
+        f"{grounded_html(t['value']) if t['from'] != 'human' else esc(t['value']).replace(chr(10), '<br>')}</div>"
         for t in sample["conversations"])
     rating = sample.get("rating")
     rating_html = ""
     if rating:
         scores = " · ".join(f"{k.replace('_', ' ')} <b>{rating[k]}</b>" for k in
                             ("label_accuracy", "image_consistency", "evidence_consistency", "overall"))
-        rating_html = f"<p class='rating'>rating: {scores}</p><p class='muted'>{_esc(rating.get('reason', ''))}</p>"
+        rating_html = f"<p class='rating'>rating: {scores}</p><p class='muted'>{esc(rating.get('reason', ''))}</p>"
     hallucinated = sample.get("hallucinated_concepts") or []
-    hall_html = (f"<p class='bad'>hallucinated concepts: {_esc(', '.join(hallucinated))}</p>"
+    hall_html = (f"<p class='bad'>hallucinated concepts: {esc(', '.join(hallucinated))}</p>"
                  if hallucinated else "<p class='good'>no hallucinated concept</p>")
     prov = sample["provenance"]
     tags = [sample["task"], sample["split"], "fake" if sample["is_fake"] else "real",
             "negative" if sample["negative"] else "", sample["category"], sample["method"]]
     describer = prov["describer"] + (f" ({prov['model']})" if prov.get("model") else "")
     return f"""
-<section class="card" id="s-{_esc(sample['sample_id'])}" data-task="{_esc(sample['task'])}">
-  <h3>{_esc(sample['task'])} · pair {_esc(sample['pair_id'])} <span class="muted">sample {_esc(sample['sample_id'])}</span></h3>
-  <p class="tags">{' '.join(f'<span class="tag">{_esc(t)}</span>' for t in tags if t)}
-     <span class="muted">describer {_esc(describer)} · manifest {_esc(prov['manifest'])} row {prov['row']}</span></p>
+<section class="card" id="s-{esc(sample['sample_id'])}" data-task="{esc(sample['task'])}">
+  <h3>{esc(sample['task'])} · pair {esc(sample['pair_id'])} <span class="muted">sample {esc(sample['sample_id'])}</span></h3>
+  <p class="tags">{' '.join(f'<span class="tag">{esc(t)}</span>' for t in tags if t)}
+     <span class="muted">describer {esc(describer)} · manifest {esc(prov['manifest'])} row {prov['row']}</span></p>
   {_pair_pictures(view, writer, tree, cache)}
   <div class="sample">
-    {_figure(seg, sample_caption(len(masks), len(regions), sample["bbox"] is not None))}
+    {figure_html(seg, sample_caption(len(masks), len(regions), sample["bbox"] is not None))}
     <div class="conv">{turns}<ul class="legend">{legend}</ul>{rating_html}{hall_html}</div>
   </div>
 </section>"""
@@ -478,7 +482,7 @@ def sample_caption(masks: int, regions: int, box: bool) -> str:
 # --- rejected rows ------------------------------------------------------------------------------
 
 
-def _rejected_section(output: Path, report: dict, selection: Selection, writer: _Pictures,
+def _rejected_section(output: Path, report: dict, selection: Selection, writer: Pictures,
                       tree: ConceptTree) -> str:
     import datasets
 
@@ -497,13 +501,13 @@ def _rejected_section(output: Path, report: dict, selection: Selection, writer: 
             pictures = "".join(_input_thumb(inputs.path(row, side), writer, f"rej_{row['pair_id']}_{side}_{i}")
                                for side in ("real", "fake"))
         rating = row.get("rating")
-        extra = (f"<br>rating overall {rating['overall']}: {_esc(rating.get('reason', ''))}" if rating else "")
+        extra = (f"<br>rating overall {rating['overall']}: {esc(rating.get('reason', ''))}" if rating else "")
         if row.get("hallucinated_concepts"):
-            extra += f"<br><span class='bad'>hallucinated: {_esc(', '.join(row['hallucinated_concepts']))}</span>"
+            extra += f"<br><span class='bad'>hallucinated: {esc(', '.join(row['hallucinated_concepts']))}</span>"
         if row.get("texts"):
             extra += _judged_texts(row["texts"], row.get("hallucinated_concepts") or [], tree)
-        rows.append(f"<tr><td>{_esc(row['pair_id'])}</td><td>{_esc(row['stage'])}</td><td><b>{_esc(row['reason'])}</b></td>"
-                    f"<td>{_esc(row['detail'])}{extra}</td><td>{_esc(row.get('manifest') or '')}:{row.get('row')}</td>"
+        rows.append(f"<tr><td>{esc(row['pair_id'])}</td><td>{esc(row['stage'])}</td><td><b>{esc(row['reason'])}</b></td>"
+                    f"<td>{esc(row['detail'])}{extra}</td><td>{esc(row.get('manifest') or '')}:{row.get('row')}</td>"
                     f"<td class='thumbs'>{pictures}</td></tr>")
     return ("<table><tr><th>pair</th><th>stage</th><th>reason</th><th>detail</th><th>manifest:row</th>"
             f"<th>inputs</th></tr>{''.join(rows)}</table>")
@@ -519,11 +523,11 @@ def _judged_texts(texts: list[dict], hallucinated: list[str], tree: ConceptTree)
     for t in texts:
         text, marked, last = t["text"], [], 0
         for start, end, node_id in _spans(matcher, text, set(hallucinated)):
-            marked += [_esc(text[last:start]), f"<mark>{_esc(text[start:end])}</mark>"]
+            marked += [esc(text[last:start]), f"<mark>{esc(text[start:end])}</mark>"]
             last = end
-        marked.append(_esc(text[last:]))
+        marked.append(esc(text[last:]))
         about = tree[t["concept"]].name if t.get("concept") in tree.by_id else "the image"
-        items.append(f"<li><b>{_esc(about)}</b>: {''.join(marked)}</li>")
+        items.append(f"<li><b>{esc(about)}</b>: {''.join(marked)}</li>")
     return f"<details><summary>the {len(texts)} judged texts</summary><ul class='judged'>{''.join(items)}</ul></details>"
 
 
@@ -554,7 +558,7 @@ class _InputPaths:
             return None
 
 
-def _input_thumb(path: str | None, writer: _Pictures, name: str) -> str:
+def _input_thumb(path: str | None, writer: Pictures, name: str) -> str:
     """A small picture of a rejected row's input image, when it can still be read."""
     if not path:
         return ""
@@ -564,13 +568,13 @@ def _input_thumb(path: str | None, writer: _Pictures, name: str) -> str:
         image = read_image(path)
     except Exception:  # noqa: BLE001 - unreadable inputs are often why the row was rejected
         return "<span class='muted'>(unreadable)</span>"
-    return f'<img class="thumb" src="{_esc(writer.save(image, name, side=128))}" alt="{_esc(path)}">'
+    return f'<img class="thumb" src="{esc(writer.save(image, name, side=128))}" alt="{esc(path)}">'
 
 
 # --- the dataset: plots and the concept tree ----------------------------------------------------
 
 
-def _plots(report: dict, tree: ConceptTree, writer: _Pictures) -> list[tuple[str, str]]:
+def _plots(report: dict, tree: ConceptTree, writer: Pictures) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -656,7 +660,7 @@ def tree_html(tree: ConceptTree, flagged: dict[str, int], pairs: int) -> str:
         folded = f" <span class='muted'>(+{below} atomic, none flagged)</span>" if node.children and not n else ""
         lines.append(
             f'<div class="node {"hit" if n else "miss"}" style="padding-left:{12 * (node.level - 1)}px" '
-            f'title="{_esc(node.id)}"><span class="name">{_esc(node.name)}{folded}</span>'
+            f'title="{esc(node.id)}"><span class="name">{esc(node.name)}{folded}</span>'
             f'<span class="bar"><span style="width:{100 * share:.0f}%"></span></span><span class="n">{n}</span></div>')
         if n:
             for child in node.children:
@@ -667,6 +671,34 @@ def tree_html(tree: ConceptTree, flagged: dict[str, int], pairs: int) -> str:
 
 
 # --- the page -----------------------------------------------------------------------------------
+
+# The page's style (the FaceInstruct page shares it).
+STYLE = """body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; background: #fafafa; }
+h1 { margin: 0 0 4px; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 4px; margin-top: 32px; }
+table { border-collapse: collapse; background: #fff; } th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+table.small { font-size: 12px; margin: 6px 0; }
+.muted { color: #777; font-size: 12px; } .bad { color: #b00; font-weight: 600; } .good { color: #070; }
+.plots figure, .pics figure, .sample figure { display: inline-block; margin: 4px 8px 4px 0; vertical-align: top; }
+figcaption { font-size: 12px; color: #555; text-align: center; }
+.pics img, .sample img { width: @THUMB@px; height: @THUMB@px; object-fit: contain; background: #000; border-radius: 3px; }
+.plots img { max-width: 820px; background: #fff; }
+.card { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 10px 14px; margin: 14px 0; }
+.card h3 { margin: 0 0 4px; } .tag { background: #eef; border-radius: 3px; padding: 0 6px; margin-right: 4px; font-size: 12px; }
+.sample { display: flex; gap: 12px; align-items: flex-start; } .conv { flex: 1; }
+.turn { margin: 4px 0; padding: 6px 8px; border-radius: 4px; } .turn.human { background: #f1f1f1; } .turn.gpt { background: #f6fbff; }
+.phrase { padding: 0 2px; } .seg { color: #fff; font-size: 10px; font-weight: 700; border-radius: 3px; padding: 0 4px; margin-left: 2px; }
+.legend { list-style: none; padding: 0; font-size: 12px; } .swatch { display: inline-block; width: 12px; height: 12px; margin-right: 6px; vertical-align: middle; }
+.tree { column-count: 3; column-gap: 28px; background: #fff; border: 1px solid #ddd; padding: 8px; font-size: 12px; }
+.node { display: flex; align-items: center; gap: 6px; break-inside: avoid; white-space: nowrap; }
+.node .name { flex: 1; overflow: hidden; text-overflow: ellipsis; } .node .n { width: 40px; text-align: right; }
+.hit { font-weight: 600; } .miss { color: #999; font-weight: 400; }
+.bar { display: inline-block; width: 70px; height: 8px; background: #eee; flex: none; }
+.bar span { display: block; height: 8px; background: #d55; }
+td.thumbs { white-space: nowrap; } mark { background: #fbb; } ul.judged { margin: 4px 0; padding-left: 18px; font-size: 12px; } img.thumb { width: 64px; height: 64px; object-fit: cover; margin-right: 4px; }
+nav { position: sticky; top: 0; background: #fafafa; padding: 6px 0; border-bottom: 1px solid #ddd; z-index: 1; }
+h3.task { margin-top: 24px; }
+pre { background: #fff; border: 1px solid #ddd; padding: 8px; font-size: 12px; overflow-x: auto; }
+""".replace("@THUMB@", str(THUMB))
 
 
 def _summary_table(report: dict) -> str:
@@ -691,7 +723,7 @@ def _summary_table(report: dict) -> str:
         rows.append(("mean ratings", means))
     rows.append(("FICT version", report.get("fict_version", "?")))
     rows.append(("facext", f"{report['facext_version']} (options {report['options_hash']})"))
-    return "<table>" + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows) + "</table>"
+    return "<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows) + "</table>"
 
 
 def _page(output: Path, report: dict, tree: ConceptTree, selection: Selection, cards: dict[str, list[str]],
@@ -705,50 +737,25 @@ def _page(output: Path, report: dict, tree: ConceptTree, selection: Selection, c
         what.append("tasks " + ", ".join(selection.tasks))
     if selection.concepts:
         what.append("concepts " + ", ".join(selection.concepts))
-    options = _esc(json.dumps(report.get("options", {}), indent=1))
-    plot_html = "".join(_figure(src, title) for title, src in plots)
+    options = esc(json.dumps(report.get("options", {}), indent=1))
+    plot_html = "".join(figure_html(src, title) for title, src in plots)
     rejected = f"<h2 id='rejected'>Rejected inputs</h2>{rejected_html}" if selection.rejected else ""
     shown = sum(len(c) for c in cards.values())
-    groups = "".join(f"<h3 class='task' id='task-{task}'>{_esc(TASK_TITLES[task])} ({len(group)})</h3>"
+    groups = "".join(f"<h3 class='task' id='task-{task}'>{esc(TASK_TITLES[task])} ({len(group)})</h3>"
                      + "".join(group) for task, group in cards.items())
     links = [("#run", "run"), ("#dataset", "dataset"), ("#tree", "concept tree"), ("#samples", "samples"),
              *((f"#task-{task}", task) for task in cards)]
     if selection.rejected:
         links.append(("#rejected", f"rejected ({report['pairs_rejected']})"))
-    nav = " · ".join(f'<a href="{href}">{_esc(text)}</a>' for href, text in links)
+    nav = " · ".join(f'<a href="{href}">{esc(text)}</a>' for href, text in links)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>facext report: {_esc(output.name)}</title>
+<title>facext report: {esc(output.name)}</title>
 <style>
-body {{ font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; background: #fafafa; }}
-h1 {{ margin: 0 0 4px; }} h2 {{ border-bottom: 2px solid #ddd; padding-bottom: 4px; margin-top: 32px; }}
-table {{ border-collapse: collapse; background: #fff; }} th, td {{ border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }}
-table.small {{ font-size: 12px; margin: 6px 0; }}
-.muted {{ color: #777; font-size: 12px; }} .bad {{ color: #b00; font-weight: 600; }} .good {{ color: #070; }}
-.plots figure, .pics figure, .sample figure {{ display: inline-block; margin: 4px 8px 4px 0; vertical-align: top; }}
-figcaption {{ font-size: 12px; color: #555; text-align: center; }}
-.pics img, .sample img {{ width: {THUMB}px; height: {THUMB}px; object-fit: contain; background: #000; border-radius: 3px; }}
-.plots img {{ max-width: 820px; background: #fff; }}
-.card {{ background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 10px 14px; margin: 14px 0; }}
-.card h3 {{ margin: 0 0 4px; }} .tag {{ background: #eef; border-radius: 3px; padding: 0 6px; margin-right: 4px; font-size: 12px; }}
-.sample {{ display: flex; gap: 12px; align-items: flex-start; }} .conv {{ flex: 1; }}
-.turn {{ margin: 4px 0; padding: 6px 8px; border-radius: 4px; }} .turn.human {{ background: #f1f1f1; }} .turn.gpt {{ background: #f6fbff; }}
-.phrase {{ padding: 0 2px; }} .seg {{ color: #fff; font-size: 10px; font-weight: 700; border-radius: 3px; padding: 0 4px; margin-left: 2px; }}
-.legend {{ list-style: none; padding: 0; font-size: 12px; }} .swatch {{ display: inline-block; width: 12px; height: 12px; margin-right: 6px; vertical-align: middle; }}
-.tree {{ column-count: 3; column-gap: 28px; background: #fff; border: 1px solid #ddd; padding: 8px; font-size: 12px; }}
-.node {{ display: flex; align-items: center; gap: 6px; break-inside: avoid; white-space: nowrap; }}
-.node .name {{ flex: 1; overflow: hidden; text-overflow: ellipsis; }} .node .n {{ width: 40px; text-align: right; }}
-.hit {{ font-weight: 600; }} .miss {{ color: #999; font-weight: 400; }}
-.bar {{ display: inline-block; width: 70px; height: 8px; background: #eee; flex: none; }}
-.bar span {{ display: block; height: 8px; background: #d55; }}
-td.thumbs {{ white-space: nowrap; }} mark {{ background: #fbb; }} ul.judged {{ margin: 4px 0; padding-left: 18px; font-size: 12px; }} img.thumb {{ width: 64px; height: 64px; object-fit: cover; margin-right: 4px; }}
-nav {{ position: sticky; top: 0; background: #fafafa; padding: 6px 0; border-bottom: 1px solid #ddd; z-index: 1; }}
-h3.task {{ margin-top: 24px; }}
-pre {{ background: #fff; border: 1px solid #ddd; padding: 8px; font-size: 12px; overflow-x: auto; }}
-</style></head>
+{STYLE}</style></head>
 <body>
-<h1>FiFa-Instruct run: {_esc(output.name)}</h1>
-<p class="muted">{_esc(report.get('input', ''))} → {_esc(report.get('output', ''))} · status {_esc(report.get('status', 'complete'))}</p>
+<h1>FiFa-Instruct run: {esc(output.name)}</h1>
+<p class="muted">{esc(report.get('input', ''))} → {esc(report.get('output', ''))} · status {esc(report.get('status', 'complete'))}</p>
 <nav>{nav}</nav>
 <h2 id="run">Run</h2>
 {_summary_table(report)}
@@ -757,7 +764,7 @@ pre {{ background: #fff; border: 1px solid #ddd; padding: 8px; font-size: 12px; 
 <div class="plots">{plot_html}</div>
 <h3 id="tree">Concept tree: pairs in which each node was flagged</h3>
 {tree_part}
-<h2 id="samples">Samples ({shown}: {_esc('; '.join(what))})</h2>
+<h2 id="samples">Samples ({shown}: {esc('; '.join(what))})</h2>
 {groups or '<p>no sample matches the selection</p>'}
 {rejected}
 </body></html>
