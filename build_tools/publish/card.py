@@ -26,7 +26,7 @@ def size_category(n: int) -> str:
 
 
 def card_data(configs: dict[str, dict[str, Any]], sample_features, rejected_features, *, license: str,
-              pretty_name: str):
+              pretty_name: str, task_categories: list[str] = TASK_CATEGORIES, tags: list[str] = TAGS):
     """The card's YAML metadata (`huggingface_hub.DatasetCardData`), filled with `datasets`'
     own writers so the Hub reads the configs and dataset_info as it reads push_to_hub's."""
     from datasets.info import DatasetInfo, DatasetInfosDict
@@ -37,7 +37,7 @@ def card_data(configs: dict[str, dict[str, Any]], sample_features, rejected_feat
     samples = sum(v["samples"] for v in configs["default"]["splits"].values())
     data = DatasetCardData(
         language=["en"], license=license, pretty_name=pretty_name, size_categories=[size_category(samples)],
-        task_categories=list(TASK_CATEGORIES), tags=list(TAGS), annotations_creators=["machine-generated"],
+        task_categories=list(task_categories), tags=list(tags), annotations_creators=["machine-generated"],
     )
     infos, metadata = {}, {}
     for name, config in configs.items():
@@ -57,6 +57,11 @@ def dataset_card(report: dict[str, Any], configs: dict[str, dict[str, Any]], sam
                  rejected_features, *, license: str = "unknown", pretty_name: str = DEFAULT_PRETTY_NAME,
                  repo_id: str | None = None) -> str:
     """README.md of the exported dataset: metadata, then sections written from the run."""
+    if report.get("pipeline") == "faceinstruct_build":
+        from build_tools.publish.card_faceinstruct import faceinstruct_card
+
+        return faceinstruct_card(report, configs, sample_features, rejected_features, license=license,
+                                 pretty_name=pretty_name, repo_id=repo_id)
     data = card_data(configs, sample_features, rejected_features, license=license, pretty_name=pretty_name)
     sections = [
         f"# {pretty_name}",

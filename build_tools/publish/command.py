@@ -43,7 +43,7 @@ def publish(output: str | os.PathLike, *, repo_id: str | None = None, local_dir:
     samples = summary["rows"]
     summary["upload"] = upload_dataset_folder(
         dest, repo_id, token=token, private=private, revision=revision, endpoint=endpoint,
-        commit_message=f"facext publish: {samples} FiFa-Instruct samples", progress=progress)
+        commit_message=f"facext publish: {samples} {summary['title']} samples", progress=progress)
     summary["uploaded"] = True
     return summary
 

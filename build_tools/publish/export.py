@@ -1,4 +1,6 @@
-"""A finished FiFa-Instruct output as the file tree of a Hugging Face Hub dataset.
+"""A finished pipeline output as the file tree of a Hugging Face Hub dataset (described
+here for FiFa-Instruct; FaceInstruct's rows are samples, one config per task: see
+`build_tools.publish.layouts`).
 
 `export_for_hub` turns OUTPUT (the pipeline's Arrow shards and run report) into the
 tree a Hub dataset repo holds:
@@ -40,8 +42,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from build_tools.publish.card import DEFAULT_PRETTY_NAME, REJECTED, dataset_card
-from schemas.fifa import SPLITS, TASK_FAMILIES, TASKS
+from build_tools.publish.card import REJECTED, dataset_card
+from build_tools.publish.layouts import LAYOUTS, HubLayout, layout_of
 
 STAGING = "_publish"  # under OUTPUT: what an upload sends, kept so an upload can resume
 UPLOAD_STATE = ".facext_upload"  # the uploader's state inside the staging folder
@@ -58,7 +60,8 @@ class PublishError(ValueError):
 
 
 def read_finished_output(output: str | os.PathLike) -> dict[str, Any]:
-    """The run report of a finished fifa_annotate output folder; PublishError otherwise."""
+    """The run report of a finished pipeline output folder (fifa_annotate or
+    faceinstruct_build); PublishError otherwise."""
     root = Path(output)
     if "://" in str(output):
         raise PublishError(f"{output}: publish reads a local folder; copy the output here first "
@@ -67,20 +70,22 @@ def read_finished_output(output: str | os.PathLike) -> dict[str, Any]:
         raise PublishError(f"{output} is not a folder")
     report_path = root / "run_report.json"
     if not report_path.is_file():
-        raise PublishError(f"{output} is not a finished fifa_annotate output: it has no run_report.json "
-                           f"(run `beam run pipelines/fifa_annotate.py --output {output}` to make one)")
+        raise PublishError(f"{output} is not a finished pipeline output: it has no run_report.json "
+                           f"(run `beam run pipelines/fifa_annotate.py --output {output}` or "
+                           f"`beam run pipelines/faceinstruct_build.py --output {output}` to make one)")
     try:
         report = json.loads(report_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise PublishError(f"{report_path} cannot be read: {exc}") from None
-    if report.get("pipeline") != "fifa_annotate":
-        raise PublishError(f"{report_path} is not a fifa_annotate run report")
+    layout = layout_of(report)
+    if layout is None:
+        raise PublishError(f"{report_path} is not the run report of a facext pipeline ({', '.join(LAYOUTS)})")
     if report.get("status") == "awaiting_batch":
         raise PublishError(f"{output} still waits for LLM batch answers and holds no shards yet: run the "
                            f"pipeline with --llm_batch collect until it completes, then publish")
     if report.get("status") != "complete":
         raise PublishError(f"{output}: the run report's status is {report.get('status')!r}, not 'complete'")
-    for folder in (*SPLITS, REJECTED):
+    for folder in (*layout.splits, REJECTED):
         for name in ("state.json", "dataset_info.json"):
             if not (root / folder / name).is_file():
                 raise PublishError(f"{output} is incomplete: {folder}/{name} is missing")
@@ -253,7 +258,7 @@ def _write_text(path: Path, text: str) -> None:
 # --- the destination folder -------------------------------------------------------------------
 
 
-def _prepare_dest(dest: Path) -> None:
+def _prepare_dest(dest: Path, layout: HubLayout) -> None:
     """Refuse a folder holding what an export did not write; drop temporary files an
     interrupted export left.  Hidden entries (.git, the uploader's state) are kept."""
     if dest.exists() and not dest.is_dir():
@@ -262,7 +267,7 @@ def _prepare_dest(dest: Path) -> None:
     foreign = sorted(p.name for p in dest.iterdir() if not p.name.startswith(".") and p.name not in EXPORTED)
     data = dest / "data"
     if data.is_dir():
-        foreign += sorted(f"data/{p.name}" for p in data.iterdir() if p.name not in (DEFAULT, *TASK_FAMILIES))
+        foreign += sorted(f"data/{p.name}" for p in data.iterdir() if p.name not in (DEFAULT, *layout.families))
     if foreign:
         raise PublishError(f"{dest} holds {', '.join(foreign)}, which facext publish did not write; "
                            f"choose an empty or new folder")
@@ -301,45 +306,49 @@ def export_for_hub(output: str | os.PathLike, dest: str | os.PathLike, *, max_sh
     started = time.perf_counter()
     root, dest = Path(output), Path(dest)
     report = read_finished_output(root)
+    layout = layout_of(report)
+    unit = layout.unit
     if not report["samples"]["total"]:
-        raise PublishError(f"{output}: the run wrote no samples ({report['pairs_rejected']} pairs rejected); "
+        raise PublishError(f"{output}: the run wrote no samples ({report[f'{unit}_rejected']} {unit} rejected); "
                            f"there is no dataset to publish")
     inside = root.resolve() == dest.resolve() or root.resolve() in dest.resolve().parents
     if inside and dest.resolve() != (root / STAGING).resolve():
         raise PublishError(f"{dest} lies inside OUTPUT: export into a folder of its own (or OUTPUT/{STAGING})")
-    _prepare_dest(dest)
+    _prepare_dest(dest, layout)
     try:
-        written = _write_parquet(root, dest, report, row_group_rows=row_group_rows,
+        written = _write_parquet(root, dest, report, layout, row_group_rows=row_group_rows,
                                  max_shard_bytes=max_shard_bytes, progress=progress)
-        _check_against_report(written, report)
+        _check_against_report(written, report, layout)
     except BaseException:
-        _prepare_dest(dest)  # drops the temporary files; the files of an earlier export stay as they were
+        _prepare_dest(dest, layout)  # drops the temporary files; the files of an earlier export stay as they were
         raise
     for splits in written.values():
         for split, files in splits.items():
             name_files(split, files)
-    configs = _configs(dest, written)
-    sample_features, rejected_features = _features(root / SPLITS[0]), _features(root / REJECTED)
+    configs = _configs(dest, written, layout)
+    sample_features, rejected_features = _features(root / layout.splits[0]), _features(root / REJECTED)
     card = dataset_card(report, configs, sample_features, rejected_features, license=license,
-                        pretty_name=pretty_name or DEFAULT_PRETTY_NAME, repo_id=repo_id)
+                        pretty_name=pretty_name or f"{layout.title} (facext)", repo_id=repo_id)
     _write_text(dest / "README.md", card)
     files = {dest / f for c in configs.values() for s in c["splits"].values() for f in s["files"]}
     _remove_stale(dest, files)
-    splits = {**{s: written[DEFAULT][s]["samples"] for s in SPLITS}, REJECTED: written[REJECTED][REJECTED]["rows"]}
+    splits = {**{s: written[DEFAULT][s]["samples"] for s in layout.splits},
+              REJECTED: written[REJECTED][REJECTED]["rows"]}
     return {
         "dest": str(dest),
         "configs": configs,
         "splits": splits,
         "files": len(files),
-        "rows": sum(splits[s] for s in SPLITS),
+        "rows": sum(splits[s] for s in layout.splits),
+        "title": layout.title,
         "rejected_rows": splits[REJECTED],
         "bytes": sum(f.stat().st_size for f in files) + (dest / "README.md").stat().st_size,
         "seconds": round(time.perf_counter() - started, 3),
     }
 
 
-def _write_parquet(root: Path, dest: Path, report: dict[str, Any], *, row_group_rows: int, max_shard_bytes: int,
-                   progress: bool) -> dict[str, dict[str, dict[str, Any]]]:
+def _write_parquet(root: Path, dest: Path, report: dict[str, Any], layout: HubLayout, *, row_group_rows: int,
+                   max_shard_bytes: int, progress: bool) -> dict[str, dict[str, dict[str, Any]]]:
     """Each split's image rows (`default`), each family's part of them, and the rejected
     table, as Parquet files (under temporary names); returns config -> split -> rows,
     samples, num_bytes, temporary files.
@@ -349,28 +358,28 @@ def _write_parquet(root: Path, dest: Path, report: dict[str, Any], *, row_group_
     from pipelines.common.progress import Progress
 
     sizes = {"row_group_rows": row_group_rows, "max_shard_bytes": max_shard_bytes}
-    image_features, rejected_features = _features(root / SPLITS[0]), _features(root / REJECTED)
-    total = report["samples"]["total"] + report["pairs_rejected"]
-    written: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in (DEFAULT, *TASK_FAMILIES)}
+    image_features, rejected_features = _features(root / layout.splits[0]), _features(root / REJECTED)
+    total = report["samples"]["total"] + report[f"{layout.unit}_rejected"]
+    written: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in (DEFAULT, *layout.families)}
     with Progress(total=total, desc="export", unit="sample", enabled=None if progress else False) as bar:
-        for split in SPLITS:
+        for split in layout.splits:
             sinks = {name: _ParquetShards(dest / "data" / name, split, image_features, **sizes)
-                     for name in (DEFAULT, *TASK_FAMILIES)}
+                     for name in (DEFAULT, *layout.families)}
             for batch in _record_batches(root / split):
-                everything, samples = _only_tasks(batch, TASKS)
+                everything, samples = layout.only_tasks(batch, layout.tasks)
                 if everything.num_rows != batch.num_rows:
-                    raise PublishError(f"{split}: {batch.num_rows - everything.num_rows} image rows hold no sample "
-                                       f"of the tasks {', '.join(TASKS)}")
+                    raise PublishError(f"{split}: {batch.num_rows - everything.num_rows} rows hold no sample "
+                                       f"of the tasks {', '.join(layout.tasks)}")
                 sinks[DEFAULT].add(batch, samples)
-                for family, tasks in TASK_FAMILIES.items():
-                    sinks[family].add(*_only_tasks(batch, tasks))
+                for family, tasks in layout.families.items():
+                    sinks[family].add(*layout.only_tasks(batch, tasks))
                 bar.advance(samples, size=batch.nbytes)
             for name, sink in sinks.items():
                 written[name][split] = sink.finish()
-            routed = sum(written[family][split]["samples"] for family in TASK_FAMILIES)
+            routed = sum(written[family][split]["samples"] for family in layout.families)
             if routed != written[DEFAULT][split]["samples"]:
                 raise PublishError(f"{split}: {written[DEFAULT][split]['samples'] - routed} samples have a task "
-                                   f"of no family (tasks: {', '.join(TASKS)})")
+                                   f"of no config (tasks: {', '.join(layout.tasks)})")
         sink = _ParquetShards(dest / REJECTED, REJECTED, rejected_features, **sizes)
         for batch in _record_batches(root / REJECTED):
             sink.add(batch, batch.num_rows)
@@ -379,26 +388,7 @@ def _write_parquet(root: Path, dest: Path, report: dict[str, Any], *, row_group_
     return written
 
 
-def _only_tasks(batch, tasks: tuple[str, ...]):
-    """The batch's image rows with only the samples of `tasks`, rows left with none
-    dropped; and how many samples are kept."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    lists = batch.column("samples")
-    flat = pc.list_flatten(lists)
-    keep = pc.is_in(pc.struct_field(flat, "task"), value_set=pa.array(tasks))
-    parents = pc.list_parent_indices(lists).filter(keep).to_numpy(zero_copy_only=False)
-    counts = np.bincount(parents, minlength=batch.num_rows)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-    kept = pa.ListArray.from_arrays(offsets, flat.filter(keep), type=lists.type)
-    columns = [kept if name == "samples" else batch.column(name) for name in batch.schema.names]
-    rows = pa.RecordBatch.from_arrays(columns, schema=batch.schema)
-    return rows.filter(pa.array(counts > 0)), int(counts.sum())
-
-
-def _configs(dest: Path, written: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+def _configs(dest: Path, written: dict[str, dict[str, dict[str, Any]]], layout: HubLayout) -> dict[str, dict[str, Any]]:
     """Config -> {"tasks", "splits": {split: rows, samples, num_bytes, files (relative)},
     download_size, dataset_size, data_files, "empty": splits left out}.  Splits without
     rows and configs without any are left out."""
@@ -411,30 +401,31 @@ def _configs(dest: Path, written: dict[str, dict[str, dict[str, Any]]]) -> dict[
                 "dataset_size": sum(v["num_bytes"] for v in kept.values()),
                 "data_files": [{"split": s, "path": patterns[s]} for s in kept]}
 
-    configs = {DEFAULT: entry(TASKS, written[DEFAULT], {s: f"data/{DEFAULT}/{s}-*" for s in SPLITS})}
-    for family, tasks in TASK_FAMILIES.items():
-        configs[family] = entry(tasks, written[family], {s: f"data/{family}/{s}-*" for s in SPLITS})
+    configs = {DEFAULT: entry(layout.tasks, written[DEFAULT], {s: f"data/{DEFAULT}/{s}-*" for s in layout.splits})}
+    for family, tasks in layout.families.items():
+        configs[family] = entry(tasks, written[family], {s: f"data/{family}/{s}-*" for s in layout.splits})
     configs[REJECTED] = entry((), written[REJECTED], {REJECTED: f"{REJECTED}/{REJECTED}-*"})
     return {name: config for name, config in configs.items() if config["splits"]}
 
 
-def _check_against_report(written: dict[str, dict[str, dict[str, Any]]], report: dict[str, Any]) -> None:
+def _check_against_report(written: dict[str, dict[str, dict[str, Any]]], report: dict[str, Any],
+                          layout: HubLayout) -> None:
     """The rows on disk must be the ones the run report counts (the card prints both)."""
     problems = []
     by_task_split = report["samples"]["by_task_and_split"]
-    for family, tasks in TASK_FAMILIES.items():
-        for split in SPLITS:
+    for family, tasks in layout.families.items():
+        for split in layout.splits:
             expected = sum(by_task_split.get(t, {}).get(split, 0) for t in tasks)
             found = written[family][split]["samples"]
             if found != expected:
                 problems.append(f"{family}/{split}: {found} samples, the report says {expected}")
-    for split in SPLITS:
+    for split in layout.splits:
         images = (report.get("images") or {}).get("by_split", {}).get(split)
         if written[DEFAULT][split]["rows"] != images:
             problems.append(f"{split}: {written[DEFAULT][split]['rows']} image rows, the report says {images}")
     rejected = written[REJECTED][REJECTED]["rows"]
-    if rejected != report["pairs_rejected"]:
-        problems.append(f"rejected: {rejected} rows, the report says {report['pairs_rejected']}")
+    if rejected != report[f"{layout.unit}_rejected"]:
+        problems.append(f"rejected: {rejected} rows, the report says {report[f'{layout.unit}_rejected']}")
     if problems:
         raise PublishError("the output's shards disagree with its run_report.json (was it modified?): "
                            + "; ".join(problems))

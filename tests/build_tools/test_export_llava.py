@@ -50,7 +50,8 @@ def load_like_face_llava(data_paths: list[str], image_folder: str, video_folder:
     checks that fail when the data is wrong."""
     data = []
     for path in data_paths:
-        data += json.load(open(path))
+        with open(path) as f:
+            data += json.load(f)
     loaded = []
     for i, sample in enumerate(data):
         sample = dict(sample, id=i)  # the trainer overwrites ids
