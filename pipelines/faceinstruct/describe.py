@@ -69,6 +69,10 @@ LABEL_CONTRADICTED_BY: dict[str, tuple[tuple[str, str], ...]] = {
     "disgust": (("mouth_corner_lift", "high"),),
     "fear": (("eye_opening", "low"),),
 }
+# For CelebA attributes: the positive attributes a measured cue contradicts.
+ATTRIBUTE_CONTRADICTED_BY: dict[str, tuple[tuple[str, str], ...]] = {
+    "Smiling": (("mouth_corner_lift", "low"),),
+}
 ORDER = ("mouth_corner_lift", "mouth_opening", "brow_raise", "eye_opening", "yaw", "pitch", "roll")
 POSE = ("yaw", "pitch", "roll")
 
@@ -183,7 +187,8 @@ def contradictions(measures: FaceMeasures, text: str) -> list[str]:
 
 class OfflineRater:
     """Scores from checks a program can make: the label stated, no measurement
-    contradicted, and (expressions) no measured cue that contradicts the label."""
+    contradicted, and (expressions, CelebA's Smiling) no measured cue that contradicts the
+    label."""
 
     name = "evidence"
     model = None
@@ -194,14 +199,22 @@ class OfflineRater:
     def rate(self, media: FaceMedia, description: str) -> FaceRating:
         item, m = media.item, media.measures
         stated = states_label(item.task, item.label, description)
-        wrong = contradictions(m, description)
+        claims = description
         against = []
         if item.task == "expression":
-            for name, lvl in LABEL_CONTRADICTED_BY.get(_emotion(item.label), ()):
-                if level(m, name) == lvl:
-                    against.append(CUES[(name, lvl)])
+            cues_against = LABEL_CONTRADICTED_BY.get(_emotion(item.label), ())
+        elif item.task == "attribute":
+            cues_against = tuple(c for a in item.label["attributes"] for c in ATTRIBUTE_CONTRADICTED_BY.get(a, ()))
+            for name in item.label["attributes"]:  # stating the label is no claim about the face's cues
+                claims = re.sub(re.escape(name.replace("_", " ")), " ", claims, flags=re.IGNORECASE)
+        else:
+            cues_against = ()
+        for name, lvl in cues_against:
+            if level(m, name) == lvl:
+                against.append(CUES[(name, lvl)])
+        wrong = contradictions(m, claims)
         label_consistency = 10 if stated else 2
-        media_consistency = max(1, 10 - 4 * len(wrong))
+        media_consistency = max(1, 10 - 5 * len(wrong))  # one clear contradiction sinks a sample
         label_accuracy = 9 if not against else 4
         # A sample is as good as its weakest check: a face whose measured cues speak against
         # its label is not a sample to teach the label with.
