@@ -79,11 +79,13 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from build_tools.validate import summary, validate
+    from build_tools.validate import load_report, summary, validate
 
     if not Path(args.output).is_dir():  # nothing to summarise: say so alone
         print(f"error: {args.output}: no such folder (give the pipeline's --output folder)", file=sys.stderr)
         return 2
+    if (load_report(Path(args.output)) or {}).get("pipeline") == "faceinstruct_build":
+        from build_tools.validate_faceinstruct import validate_faceinstruct as validate
     result = validate(args.output)
     print(summary(result, args.output))
     return 0 if result.ok else 1
@@ -187,13 +189,19 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from build_tools.report_html import ReportError, Selection, write_report
+    from build_tools.report_html import ReportError, Selection, load_run_report, write_report
 
     selection = Selection(per_task=args.per_task, tasks=tuple(args.task or ()),
                           concepts=tuple(args.concept or ()), rejected=args.rejected,
                           max_rejected=args.max_rejected)
     try:
-        drawn = write_report(args.output, args.out, selection)
+        report = load_run_report(Path(args.output))
+        if report.get("pipeline") == "faceinstruct_build":
+            from build_tools.report_faceinstruct import write_faceinstruct_report
+
+            drawn = write_faceinstruct_report(Path(args.output), Path(args.out), report, selection)
+        else:
+            drawn = write_report(args.output, args.out, selection)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

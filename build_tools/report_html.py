@@ -74,10 +74,9 @@ def write_report(output: str | Path, path: str | Path, selection: Selection = Se
     """Writes the page and its pictures; returns what it drew (counts, files)."""
     output, path = Path(output), Path(path)
     report = load_run_report(output)
-    if report.get("pipeline") == "faceinstruct_build":
-        from build_tools.report_faceinstruct import write_faceinstruct_report
-
-        return write_faceinstruct_report(output, path, report, selection)
+    if report.get("pipeline") != "fifa_annotate":
+        raise ReportError(f"{output} is a {report.get('pipeline')} run: its page is drawn by "
+                          f"build_tools.report_faceinstruct (facext report picks it)")
     tree = load_tree()
     files = path.parent / f"{path.stem}_files"
     files.mkdir(parents=True, exist_ok=True)

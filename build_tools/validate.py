@@ -121,15 +121,8 @@ def _check_one(row: dict, split: str, tree, out: Validation, image_size, seen_id
 
 
 def validate(output: str | Path) -> Validation:
-    """The checks of the pipeline that wrote OUTPUT (its run report says which)."""
-    if (load_report(Path(output)) or {}).get("pipeline") == "faceinstruct_build":
-        from build_tools.validate_faceinstruct import validate_faceinstruct
-
-        return validate_faceinstruct(output)
-    return validate_fifa(output)
-
-
-def validate_fifa(output: str | Path) -> Validation:
+    """The checks of a FiFa-Instruct output (`facext validate` picks
+    `build_tools.validate_faceinstruct` for a FaceInstruct one)."""
     import datasets
     import pyarrow as pa
 

@@ -57,11 +57,6 @@ def dataset_card(report: dict[str, Any], configs: dict[str, dict[str, Any]], sam
                  rejected_features, *, license: str = "unknown", pretty_name: str = DEFAULT_PRETTY_NAME,
                  repo_id: str | None = None) -> str:
     """README.md of the exported dataset: metadata, then sections written from the run."""
-    if report.get("pipeline") == "faceinstruct_build":
-        from build_tools.publish.card_faceinstruct import faceinstruct_card
-
-        return faceinstruct_card(report, configs, sample_features, rejected_features, license=license,
-                                 pretty_name=pretty_name, repo_id=repo_id)
     data = card_data(configs, sample_features, rejected_features, license=license, pretty_name=pretty_name)
     sections = [
         f"# {pretty_name}",

@@ -327,8 +327,11 @@ def export_for_hub(output: str | os.PathLike, dest: str | os.PathLike, *, max_sh
             name_files(split, files)
     configs = _configs(dest, written, layout)
     sample_features, rejected_features = _features(root / layout.splits[0]), _features(root / REJECTED)
-    card = dataset_card(report, configs, sample_features, rejected_features, license=license,
-                        pretty_name=pretty_name or f"{layout.title} (facext)", repo_id=repo_id)
+    write_card = dataset_card
+    if layout.pipeline == "faceinstruct_build":
+        from build_tools.publish.card_faceinstruct import faceinstruct_card as write_card
+    card = write_card(report, configs, sample_features, rejected_features, license=license,
+                      pretty_name=pretty_name or f"{layout.title} (facext)", repo_id=repo_id)
     _write_text(dest / "README.md", card)
     files = {dest / f for c in configs.values() for s in c["splits"].values() for f in s["files"]}
     _remove_stale(dest, files)

@@ -15,8 +15,9 @@ class RunFlags:
                                "order), to try a manifest before a long run", shown="every row")
     overwrite: bool = option(False, "replace a finished dataset in --output that was built from other inputs "
                              "or options (the same inputs and options simply run again, or resume)")
-    analysis_cache: str | None = option(None, "per-pair analysis results by content, so a re-run or a resumed run "
-                                        "redoes no finished analysis; any Beam filesystem path",
+    analysis_cache: str | None = option(None, "finished per-input work by content (FiFa: the pair analysis; "
+                                        "FaceInstruct: face crops and tracks), so a re-run or a resumed run redoes "
+                                        "none of it; any Beam filesystem path",
                                         shown="analysis_cache/ beside --output")
     # Read by `expand_config` before Beam parses; declared so --help lists it and Beam accepts it.
     config: str | None = option(None, "YAML file of options; flags override it")

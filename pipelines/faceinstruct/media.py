@@ -261,3 +261,75 @@ def bridge(points: list[np.ndarray | None]) -> np.ndarray | None:
         last = p if p is not None else last
         out.append(last)
     return np.stack(out).astype(np.float32)
+
+
+# Bump when cropping or tracking changes what it makes of the same file: older entries are
+# then never read.
+MEDIA_CACHE_VERSION = 1
+
+
+class MediaCache:
+    """Finished face crops and tracks by content: the media file's bytes (a frame folder's
+    files; a frame of a video adds its index), the media settings and the code's version.
+    An entry holds the `FaceMedia` without its item, or the reason and detail of its
+    refusal, so a re-run or a resumed run repeats no face model work it finished."""
+
+    def __init__(self, root: str, config: MediaConfig) -> None:
+        import dataclasses
+        import json
+
+        from pipelines.store import ContentStore
+        from schemas.version import facext_version
+
+        self.store = ContentStore(root, ".media.pkl")
+        settings = json.dumps(dataclasses.asdict(config), sort_keys=True)
+        self.salt = f"faceinstruct\x1f{MEDIA_CACHE_VERSION}\x1f{facext_version()}\x1f{settings}".encode()
+
+    def content_digest(self, media: str) -> str | None:
+        """sha256 of the media's bytes (a folder: its files in natural order); None when
+        it cannot be read (the crop stage then says why)."""
+        import hashlib
+
+        from pipelines.vision.images import read_bytes
+        from pipelines.vision.video import natural_key
+
+        digest = hashlib.sha256()
+        try:
+            if os.path.isdir(media):
+                for name in sorted(os.listdir(media), key=natural_key):
+                    digest.update(name.encode() + b"\0" + read_bytes(os.path.join(media, name)))
+            else:
+                digest.update(read_bytes(media))
+        except OSError:
+            return None
+        return digest.hexdigest()
+
+    def key(self, content: str, frame: int | None = None) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.salt + f"\x1f{content}\x1f{frame}".encode()).hexdigest()
+
+    def get(self, key: str, item: FaceItem) -> FaceMedia | PairRejected | None:
+        import pickle
+
+        data = self.store.get(key)
+        try:
+            entry = pickle.loads(data) if data is not None else None
+        except Exception:  # noqa: BLE001 - a corrupt entry is a miss, replaced by the next put
+            return None
+        if entry is None:
+            return None
+        if "refused" in entry:
+            reason, detail = entry["refused"]
+            return PairRejected(RejectReason(reason), detail)
+        return FaceMedia(item=item, **entry["media"])
+
+    def put(self, key: str, result: FaceMedia | PairRejected) -> None:
+        import dataclasses
+        import pickle
+
+        if isinstance(result, PairRejected):
+            entry = {"refused": (result.reason.value, result.detail)}
+        else:
+            entry = {"media": {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "item"}}
+        self.store.put(key, pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL))

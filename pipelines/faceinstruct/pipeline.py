@@ -101,9 +101,9 @@ def build(p: beam.Pipeline, settings: FaceInstructSettings, output: FaceInstruct
     # step all elements (see `pipelines.common.beam_tags`).
     frames = inputs["pairs"] | "Frames of videos" >> beam.Filter(_is_frame)
     whole = inputs["pairs"] | "Whole media" >> beam.Filter(_is_whole)
-    cropped = stage(whole, "Crop faces", CropFaces(media))
+    cropped = stage(whole, "Crop faces", CropFaces(media, settings.analysis_cache))
     by_video = frames | "Key by video" >> beam.Map(lambda item: (item.media, item)) | "Group frames" >> beam.GroupByKey()
-    cropped_frames = stage(by_video, "Crop video frames", CropVideoFrames(media))
+    cropped_frames = stage(by_video, "Crop video frames", CropVideoFrames(media, settings.analysis_cache))
     # Batches spread over workers; a batch's faces are described `--llm_concurrency` at a
     # time.  Grouped by a hash of the item, spilled (a shuffle carries references, not
     # crops): BatchElements would emit its last batch from finish_bundle, which the Dask

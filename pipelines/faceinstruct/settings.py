@@ -20,7 +20,13 @@ from dataclasses import asdict, dataclass, fields
 
 from pipelines.common.llm_options import LlmFlags
 from pipelines.common.run_options import RunFlags
-from pipelines.common.run_settings import count_manifest_rows, fingerprint, llm_settings, row_caps
+from pipelines.common.run_settings import (
+    count_manifest_rows,
+    default_cache,
+    fingerprint,
+    llm_settings,
+    row_caps,
+)
 from pipelines.faceinstruct.media import MediaConfig
 from pipelines.faceinstruct.options import FaceInstructFlags
 from pipelines.llm.config import LlmConfig
@@ -29,7 +35,7 @@ from schemas.faceinstruct import SOURCES, FaceItem
 _FI, _LLM, _RUN = FaceInstructFlags(), LlmFlags(), RunFlags()
 ITEMS_FILE = "sources.jsonl"  # the items the readers found (its name is what rows record as their manifest)
 # Shared options FaceInstruct has no use for: refused as unknown instead of silently ignored.
-NOT_OURS = {"llm": ("max_hallucinated", "dry_run_pairs"), "run": ("analysis_cache",)}
+NOT_OURS = {"llm": ("max_hallucinated", "dry_run_pairs"), "run": ()}
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class FaceInstructSettings:
     dry_run: bool = False
     limit: int | None = _RUN.limit
     overwrite: bool = _RUN.overwrite
+    analysis_cache: str | None = _RUN.analysis_cache  # finished crops by content; resolved by from_options
     row_caps: tuple[int, ...] = ()
     inputs_fingerprint: str = ""
     source_counts: tuple[tuple[str, int, int], ...] = ()  # (NAME, items, rows the reader rejected)
@@ -106,6 +113,7 @@ class FaceInstructSettings:
         copied = {f.name: getattr(options, f.name) for spec in (FaceInstructFlags, RunFlags) for f in fields(spec)
                   if f.name in own and f.name not in ("sources", "manifests")}
         llm = {k: v for k, v in llm_settings(options).items() if k in own}
+        copied["analysis_cache"] = options.analysis_cache or default_cache(options.output, "analysis_cache")
         return cls(sources=sources, manifests=manifests, describer=options.describer, input_pattern=described,
                    expected_inputs=sum(caps), row_caps=caps,
                    inputs_fingerprint=hashlib.sha256(f"{digest}|{fingerprint(user_manifests)}".encode())

@@ -9,6 +9,7 @@ from apache_beam.metrics import Metrics
 
 from pipelines.common.beam_tags import OK, REJECTED, event
 from pipelines.common.stages import NAMESPACE, LlmStage, StageFn, llm_errors_as_rejections
+from pipelines.faceinstruct.media import FaceMedia
 from schemas.common import PairRejected, RejectReason, Stage
 
 _per_thread = threading.local()
@@ -27,18 +28,39 @@ def shared_cropper(config):
 
 class CropStage(StageFn):
     """Decode the media and find the face in one pass: a refusal counts in the stage of its
-    reason (`decode_error` in read, `no_face` in face)."""
+    reason (`decode_error` in read, `no_face` in face).  With a media cache, finished crops
+    and refusals are kept by content, and a re-run takes them from there."""
 
     stage = Stage.FACE
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, cache_root: str | None = None) -> None:
         super().__init__()
-        self.config = config
-        self.cropper = None
-        self.seconds = Metrics.distribution(NAMESPACE, "crop_ms")
+        self.config, self.cache_root = config, cache_root
+        self.cropper = self.cache = None
+        self.hits = Metrics.counter(NAMESPACE, "media_cache_hits")
 
     def setup(self) -> None:
         self.cropper = shared_cropper(self.config)
+        if self.cache_root:
+            from pipelines.faceinstruct.media import MediaCache
+
+            self.cache = MediaCache(self.cache_root, self.config)
+
+    def cached(self, key: str | None, item, make):
+        """`make()`'s result (a FaceMedia, or a PairRejected raised), through the cache;
+        yields the count of the hit or miss first."""
+        if self.cache is None or key is None:
+            return make(), None
+        found = self.cache.get(key, item)
+        if found is not None:
+            self.hits.inc()
+            return found, event(("analysis_cache", "hits"))
+        try:
+            result = make()
+        except PairRejected as exc:
+            result = exc
+        self.cache.put(key, result)
+        return result, event(("analysis_cache", "misses"))
 
     def stage_of(self, reason: RejectReason) -> str:
         return (reason.stage or self.stage).value
@@ -51,9 +73,17 @@ class CropFaces(CropStage):
     """An image or a video item -> its `FaceMedia`."""
 
     def step(self, item):
-        if item.media_type == "video":
-            return self.cropper.video(item)
-        return self.cropper.image(item)
+        make = (lambda: self.cropper.video(item)) if item.media_type == "video" else (lambda: self.cropper.image(item))
+        key = None
+        if self.cache is not None:
+            content = self.cache.content_digest(item.media)
+            key = self.cache.key(content) if content else None
+        result, counted = self.cached(key, item, make)
+        out = [counted] if counted else []
+        if isinstance(result, PairRejected):  # a refusal, its cache count kept beside it
+            row = item.rejected(self.stage_of(result.reason), result.reason.value, result.detail)
+            return [*out, (REJECTED, row)]
+        return [*out, (OK, result)]
 
 
 class CropVideoFrames(CropStage):
@@ -66,7 +96,23 @@ class CropVideoFrames(CropStage):
     def step(self, element):
         _, items = element
         items = sorted(items, key=lambda i: (i.source_frame, i.manifest, i.row))
-        for result in self.cropper.video_frames(items):
+        content = self.cache.content_digest(items[0].media) if self.cache is not None else None
+        todo, done = [], []
+        for item in items:  # the frames a cache holds are not decoded again
+            found = self.cache.get(self.cache.key(content, item.source_frame), item) if content else None
+            (done if found is not None else todo).append((item, found))
+        if done:
+            yield event(("analysis_cache", "hits"), len(done))
+        results = [found if isinstance(found, FaceMedia) else (item, found) for item, found in done]
+        if todo:
+            if content:
+                yield event(("analysis_cache", "misses"), len(todo))
+            for result in self.cropper.video_frames([item for item, _ in todo]):
+                if content:
+                    item, value = result if isinstance(result, tuple) else (result.item, result)
+                    self.cache.put(self.cache.key(content, item.source_frame), value)
+                results.append(result)
+        for result in results:
             if isinstance(result, tuple):
                 item, exc = result
                 yield REJECTED, item.rejected(self.stage_of(exc.reason), exc.reason.value, exc.detail)

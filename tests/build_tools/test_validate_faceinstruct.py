@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from build_tools.cli import main
-from build_tools.validate import validate
+from build_tools.validate_faceinstruct import validate_faceinstruct as validate
 
 pytestmark = pytest.mark.slow
 

@@ -92,7 +92,9 @@ def test_verbose_shows_the_libraries_lines_again(manifest, tmp_path):
                     "--output", tmp_path / "verbose" / "out", "-v")
     noise = [line for line in done.stderr.splitlines() if NOISE.search(line)]
     assert any("W0000" in line or "INFO: Created TensorFlow" in line for line in noise), done.stderr
-    assert any("PNG input buffer is incomplete" in line for line in noise), done.stderr
+    # (The manifest's cut PNG no longer reaches libpng: facext refuses a truncated file before
+    # decoding it, so libpng has nothing to say; tests/pipelines/vision/test_native_stderr.py
+    # shows libpng's line on a damaged whole file.)
 
 
 # -- the command line ----------------------------------------------------------------------

@@ -40,7 +40,7 @@ def test_source_repeats_on_the_command_line_and_in_a_config(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--max_hallucinated", "2"], "unknown option --max_hallucinated"),
-    (["--analysis_cache", "x"], "unknown option --analysis_cache"),
+    (["--dry_run_pairs", "3"], "unknown option --dry_run_pairs"),
     (["--sourse", "dfew=/a"], "did you mean --source"),
 ])
 def test_options_of_no_use_here_are_errors(argv, message, capsys):

@@ -209,3 +209,16 @@ def test_limit_takes_the_first_items(trees, tmp_path):
     run(*source_args(root, ("rafdb", "celeba")), "--output", str(out), "--limit", "5")
     report = json.loads((out / "run_report.json").read_text())
     assert report["inputs"] == 5 and report["adds_up"]
+
+
+def test_a_rerun_takes_the_crops_from_the_cache_and_writes_the_same_bytes(trees, tmp_path):
+    root, _ = trees
+    names = ("utkface", "dfew", "disfa")
+    cache = tmp_path / "cache"
+    run(*source_args(root, names), "--output", str(tmp_path / "first"), "--analysis_cache", str(cache))
+    run(*source_args(root, names), "--output", str(tmp_path / "second"), "--analysis_cache", str(cache))
+    first = json.loads((tmp_path / "first" / "run_report.json").read_text())
+    second = json.loads((tmp_path / "second" / "run_report.json").read_text())
+    assert first["analysis_cache"]["hits"] == 0 and first["analysis_cache"]["misses"] > 0
+    assert second["analysis_cache"] == {"hits": first["analysis_cache"]["misses"], "misses": 0}
+    assert _digests(tmp_path / "second") == _digests(tmp_path / "first")
