@@ -88,3 +88,15 @@ def llm_settings(options) -> dict:
             "max_hallucinated": None if getattr(options, "max_hallucinated", -1) < 0 else options.max_hallucinated,
             "describer_llm": describer_llm, "rater_llm": rater_llm, "llm_batch": options.llm_batch,
             "dry_run": dry_run, "dry_run_pairs": getattr(options, "dry_run_pairs", 1)}
+
+
+def with_failed_keys(settings, paths: dict[str, str]):
+    """The settings with each LLM config pointed at the file of its requests whose batch
+    answers failed (`settings` is a pipeline's frozen settings dataclass with
+    `describer_llm` and `rater_llm`)."""
+    from dataclasses import replace
+
+    def update(config):
+        return replace(config, failed_keys=paths.get(config.slug)) if config else None
+
+    return replace(settings, describer_llm=update(settings.describer_llm), rater_llm=update(settings.rater_llm))

@@ -16,7 +16,7 @@ import sys
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.common.beam_tags import EVENTS, OK, REJECTED, split_outputs
+from pipelines.common.beam_tags import EVENTS, OK, PENDING, REJECTED, split_outputs
 from pipelines.common.llm_options import LlmFlags, add_dry_run_flag, bare_flags
 from pipelines.common.logs import setup_pipeline
 from pipelines.common.manifest_io import ReadManifest
@@ -110,9 +110,10 @@ def build(p: beam.Pipeline, settings: FaceInstructSettings, output: FaceInstruct
     # runner loses.
     batches = (cropped[OK], cropped_frames[OK]) | "Batch faces" >> SpilledBatches(
         output.spill_dir, _item_id, settings.batches())
-    described = stage(batches, "Describe", Describe(settings.describer, settings.describer_llm))
+    llm_tags = (OK, REJECTED, EVENTS, PENDING)
+    described = stage(batches, "Describe", Describe(settings.describer, settings.describer_llm), llm_tags)
     rated = stage(described[OK], "Rate", Rate(settings.rater if settings.rater != "none" else None,
-                                              settings.rater_llm, settings.min_rating))
+                                              settings.rater_llm, settings.min_rating), llm_tags)
     samples = stage(rated[OK], "Make sample",
                     MakeSample(SampleConfig(seed=settings.seed, test_fraction=settings.test_fraction),
                                settings.options_hash(), describer_of(settings), rater_of(settings)))
@@ -121,7 +122,7 @@ def build(p: beam.Pipeline, settings: FaceInstructSettings, output: FaceInstruct
     per_source = rejected | "Rejects per source" >> beam.Map(_source_event)
     events = (inputs["events"], cropped[EVENTS], cropped_frames[EVENTS], described[EVENTS], rated[EVENTS],
               samples[EVENTS], per_source)
-    output.write(samples[OK], rejected, events)
+    output.write(samples[OK], rejected, events, (described[PENDING], rated[PENDING]))
     if progress_dir:
         for i, pcoll in enumerate((rejected, samples[OK])):
             _ = pcoll | f"Progress {i}" >> beam.ParDo(count_into(join(progress_dir, "finished")))
@@ -133,8 +134,13 @@ def run(argv: list[str] | None = None, runner=None) -> FaceInstructOutput:
     options = FaceInstructOptions.from_argv(list(sys.argv[1:] if argv is None else argv))
     settings = FaceInstructSettings.from_options(options.view_as(FaceInstructOptions))
     output = FaceInstructOutput(settings)
-    if settings.dry_run or settings.llm_batch:
-        raise SystemExit("faceinstruct_build: --dry_run and --llm_batch are not supported yet")
+    if settings.dry_run:
+        raise SystemExit("faceinstruct_build: --dry_run is not supported yet (fifa_annotate has it)")
+    if settings.llm_batch == "collect":
+        if not output.collect_batches():
+            print(output.batch_summary())
+            return output
+        settings = output.settings  # now knows which requests failed in their batch
     output.prepare()
     with output.interruptible():
         progress_dir = output.progress_dir() if is_local(options, runner) else None

@@ -26,6 +26,7 @@ from pipelines.common.run_settings import (
     fingerprint,
     llm_settings,
     row_caps,
+    with_failed_keys,
 )
 from pipelines.faceinstruct.media import MediaConfig
 from pipelines.faceinstruct.options import FaceInstructFlags
@@ -133,6 +134,10 @@ class FaceInstructSettings:
         shaping["describer_model"] = self.describer_llm.model if self.describer_llm else None
         shaping["rater_model"] = self.rater_llm.model if self.rater_llm else None
         return shaping
+
+    def with_failed_keys(self, paths: dict[str, str]) -> FaceInstructSettings:
+        """Point each LLM config at the file of its requests whose batch answers failed."""
+        return with_failed_keys(self, paths)
 
     @property
     def llm_configs(self) -> list[LlmConfig]:

@@ -15,6 +15,7 @@ from pipelines.common.run_settings import (
     fingerprint,
     llm_settings,
     row_caps,
+    with_failed_keys,
 )
 from pipelines.fifa.analysis import AnalysisConfig
 from pipelines.fifa.artifacts import mask_config
@@ -128,10 +129,7 @@ class FifaSettings:
 
     def with_failed_keys(self, paths: dict[str, str]) -> FifaSettings:
         """Point each LLM config at the file of its requests whose batch answers failed."""
-        def update(config: LlmConfig | None) -> LlmConfig | None:
-            return replace(config, failed_keys=paths.get(config.slug)) if config else None
-
-        return replace(self, describer_llm=update(self.describer_llm), rater_llm=update(self.rater_llm))
+        return with_failed_keys(self, paths)
 
     @property
     def llm_configs(self) -> list[LlmConfig]:

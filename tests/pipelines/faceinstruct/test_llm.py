@@ -109,3 +109,36 @@ def test_model_descriptions_ratings_and_their_rejections(sources, tmp_path, monk
             if path.is_file():
                 data = path.read_bytes()
                 assert OPENAI_KEY.encode() not in data and GEMINI_KEY.encode() not in data
+
+
+@pytest.mark.parametrize("backend", ["openai", "gemini"])
+def test_batch_submit_and_collect_write_what_a_live_run_writes(sources, tmp_path, monkeypatch, backend):
+    """The descriptions, then the ratings, through the providers' batch APIs (each round
+    collected into the cache) end in the same shards as calling live."""
+    from pipelines.llm.backends import DEFAULT_MODELS
+
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    monkeypatch.setenv("GEMINI_API_KEY", GEMINI_KEY)
+    with LocalLlmServer(responder=responder, batch_polls_until_done=1) as server:
+        run(sources, tmp_path / "live", tmp_path / "live_cache", backend, server)
+        live_calls = len(server.generation_calls())
+        server.reset()
+        out = tmp_path / "batch"
+        run(sources, out, tmp_path / "batch_cache", backend, server, "--llm_batch", "submit")
+        report = json.loads((out / "run_report.json").read_text())
+        assert report["status"] == "awaiting_batch" and report["items_pending"] > 0 and report["adds_up"]
+        assert not (out / "train").exists()
+        for _ in range(6):
+            run(sources, out, tmp_path / "batch_cache", backend, server, "--llm_batch", "collect")
+            report = json.loads((out / "run_report.json").read_text())
+            if report["status"] == "complete":
+                break
+        assert report["status"] == "complete"
+        assert server.generation_calls(include_batch=False) == []  # every answer came through batch jobs
+        assert len(server.generation_calls()) == live_calls
+    for split in ("train", "test", "rejected"):
+        live = sorted(p.read_bytes() for p in (tmp_path / "live" / split).rglob("*.arrow"))
+        batch = sorted(p.read_bytes() for p in (out / split).rglob("*.arrow"))
+        assert live == batch, split
+    entry = report["llm"]["by_model"][f"{backend}/{DEFAULT_MODELS[backend]}"]["batch"]
+    assert entry["answers"] == live_calls and entry["rounds"] == 2 and entry["failed"] == 0
