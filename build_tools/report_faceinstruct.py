@@ -19,7 +19,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from build_tools.report_html import STYLE, THUMB, Pictures, ReportError, Selection, esc, figure_html
+from build_tools.report_html import (
+    STYLE,
+    THUMB,
+    Pictures,
+    ReportError,
+    Selection,
+    esc,
+    figure_html,
+    ratings_and_rejects_plots,
+)
 from schemas.faceinstruct import SPLITS, TASKS
 
 LANDMARK_COLOUR = (0, 255, 120)
@@ -120,22 +129,7 @@ def _plots(report: dict, writer: Pictures) -> list[tuple[str, str]]:
         ax.legend(frameon=False)
         ax.set_title("items per source")
         plots.append(("items per source", writer.figure(fig, "plot_sources")))
-    ratings = report.get("ratings")
-    if ratings and ratings.get("pairs_rated"):
-        fig, axes = plt.subplots(1, len(ratings["histograms"]), figsize=(10, 2.6), sharey=True)
-        for ax, (criterion, hist) in zip(np.atleast_1d(axes), ratings["histograms"].items(), strict=True):
-            ax.bar([int(s) for s in hist], list(hist.values()), color="#57c")
-            ax.axvline(ratings["min_rating"] - 0.5, color="#c33", lw=1, ls="--")
-            ax.set_title(criterion.replace("_", " "), fontsize=9)
-            ax.set_xticks(range(1, 11))
-        plots.append(("rating histograms (dashed: --min_rating)", writer.figure(fig, "plot_ratings")))
-    reasons = [(f"{stage}: {reason}", n) for stage, by in report["rejected"]["by_stage_and_reason"].items()
-               for reason, n in by.items() if n]
-    if reasons:
-        fig, ax = plt.subplots(figsize=(7, max(2, 0.3 * len(reasons))))
-        ax.barh([k for k, _ in reasons][::-1], [n for _, n in reasons][::-1], color="#c55")
-        ax.set_title("reject reasons")
-        plots.append(("reject reasons", writer.figure(fig, "plot_rejects")))
+    plots += ratings_and_rejects_plots(report, writer)
     return plots
 
 

@@ -621,6 +621,20 @@ def _plots(report: dict, tree: ConceptTree, writer: Pictures) -> list[tuple[str,
         axes[0].set_ylabel("count")
         plots.append(("coverage", writer.figure(fig, "plot_coverage")))
 
+    plots += ratings_and_rejects_plots(report, writer)
+    return plots
+
+
+def ratings_and_rejects_plots(report: dict, writer: Pictures) -> list[tuple[str, str]]:
+    """The rating histograms (the bar dashed) and the reject reasons of a run, as plots;
+    any pipeline's report has both sections."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    plots = []
     ratings = report.get("ratings")
     if ratings and ratings.get("pairs_rated"):
         fig, axes = plt.subplots(1, len(ratings["histograms"]), figsize=(10, 2.6), sharey=True)
@@ -629,7 +643,7 @@ def _plots(report: dict, tree: ConceptTree, writer: Pictures) -> list[tuple[str,
             ax.axvline(ratings["min_rating"] - 0.5, color="#c33", lw=1, ls="--")
             ax.set_title(criterion.replace("_", " "), fontsize=9)
             ax.set_xticks(range(1, 11))
-            counts_on(ax.yaxis)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.tick_params(labelsize=7)
         plots.append(("rating histograms (dashed: --min_rating)", writer.figure(fig, "plot_ratings")))
 
@@ -638,7 +652,7 @@ def _plots(report: dict, tree: ConceptTree, writer: Pictures) -> list[tuple[str,
     if items:
         fig, ax = plt.subplots(figsize=(8, max(2, 0.3 * len(items))))
         ax.barh([k for k, _ in items][::-1], [n for _, n in items][::-1], color="#c55")
-        counts_on(ax.xaxis)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("inputs")
         ax.set_title("reject reasons")
         plots.append(("reject reasons", writer.figure(fig, "plot_rejects")))

@@ -6,22 +6,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from build_tools.publish.card import REJECTED, _describer, _fmt, _llm, _ratings, _table, _type_name, card_data
+from build_tools.publish.card import (
+    REJECTED,
+    RELATED,
+    _describer,
+    _fmt,
+    _llm,
+    _ratings,
+    _table,
+    _type_name,
+    card_data,
+)
 from schemas.faceinstruct import SPLITS, TASKS, FaceSample
 
 TASK_CATEGORIES = ["image-text-to-text", "video-text-to-text", "visual-question-answering", "image-classification"]
 TAGS = ["face-analysis", "facial-expression-recognition", "action-units", "facial-attributes", "age-estimation",
         "deepfake-detection", "instruction-tuning", "facext", "faceinstruct"]
 
-CITATION = """\
-@misc{facellava,
-  title         = {Face-LLaVA: Facial Expression and Attribute Understanding through Instruction Tuning},
-  author        = {Chaubey, Ashutosh and Guan, Xulang and Soleymani, Mohammad},
-  year          = {2025},
-  eprint        = {2504.07198},
-  archivePrefix = {arXiv},
-  url           = {https://arxiv.org/abs/2504.07198},
-}"""
+CITATION = RELATED  # Face-LLaVA's, which FiFa's card lists as related work
+
 
 
 def faceinstruct_card(report: dict[str, Any], configs: dict[str, dict[str, Any]], sample_features,

@@ -5,6 +5,7 @@ output, and the describe/rate stages' LLM configs, checked."""
 from __future__ import annotations
 
 import hashlib
+import json
 
 
 def count_manifest_rows(manifests: tuple[str, ...]) -> list[int]:
@@ -90,13 +91,47 @@ def llm_settings(options) -> dict:
             "dry_run": dry_run, "dry_run_pairs": getattr(options, "dry_run_pairs", 1)}
 
 
-def with_failed_keys(settings, paths: dict[str, str]):
-    """The settings with each LLM config pointed at the file of its requests whose batch
-    answers failed (`settings` is a pipeline's frozen settings dataclass with
-    `describer_llm` and `rater_llm`)."""
-    from dataclasses import replace
+class RunSettings:
+    """What every pipeline's frozen settings dataclass derives the same way from its own
+    fields: the LLM configs, describe batches, the options the run report records and
+    the run's identity.  A subclass has `describer_llm`, `rater_llm`, `expected_inputs`,
+    `max_rows_per_shard`, `allow_absolute_paths`, `inputs_fingerprint`, `limit`, and a
+    `shaping()` method: the settings that change what the samples hold."""
 
-    def update(config):
-        return replace(config, failed_keys=paths.get(config.slug)) if config else None
+    def shaping(self) -> dict:
+        raise NotImplementedError
 
-    return replace(settings, describer_llm=update(settings.describer_llm), rater_llm=update(settings.rater_llm))
+    def batches(self) -> int:
+        """Describe batches: enough to keep `concurrency` calls busy per batch, and to
+        spread over workers."""
+        concurrency = max([c.concurrency for c in self.llm_configs] or [1])
+        batch_size = max(16, 4 * concurrency)
+        return max(1, -(-self.expected_inputs // batch_size))
+
+    def with_failed_keys(self, paths: dict[str, str]) -> RunSettings:
+        """Point each LLM config at the file of its requests whose batch answers failed."""
+        from dataclasses import replace
+
+        def update(config):
+            return replace(config, failed_keys=paths.get(config.slug)) if config else None
+
+        return replace(self, describer_llm=update(self.describer_llm), rater_llm=update(self.rater_llm))
+
+    @property
+    def llm_configs(self) -> list:
+        return [c for c in (self.describer_llm, self.rater_llm) if c is not None]
+
+    def options_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.shaping(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def options(self) -> dict:
+        """The options the run report records: those that shape the samples and those that
+        place them."""
+        return {**self.shaping(), "max_rows_per_shard": self.max_rows_per_shard,
+                "allow_absolute_paths": self.allow_absolute_paths}
+
+    def identity(self) -> dict:
+        """What makes two runs the same run: the manifests (names and contents), how many
+        rows of them, and the options.  A finished dataset of another identity is only
+        replaced with --overwrite."""
+        return {"inputs": self.inputs_fingerprint, "limit": self.limit, "options": self.options()}

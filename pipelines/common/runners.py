@@ -53,3 +53,29 @@ def run_pipeline(build, options: PipelineOptions, runner=None) -> None:
             client.close()
     if state is not None and str(state).rsplit(".", 1)[-1] not in ("DONE", "UNKNOWN"):
         raise RuntimeError(f"pipeline ended in state {state}")
+
+
+def drive(output, options: PipelineOptions, runner, build, phases, unit: str, kept=None):
+    """A pipeline run from its output folder to its summary, the same for every pipeline:
+    collect finished batch jobs (`--llm_batch collect`; the run stops here while some are
+    still running), check and prepare the output folder, run the graph with a progress
+    line on local runners, finalize, print the summary.  `build(p, settings, progress_dir)`
+    adds the graph; `phases` are `watch_counts`'s, `unit` what they count; `kept` says
+    what survives a Ctrl-C (`RunOutput.interruptible`)."""
+    from pipelines.common.progress import watch_counts
+
+    if output.settings.llm_batch == "collect" and not output.collect_batches():
+        print(output.batch_summary())
+        return output
+    settings = output.settings  # after collecting: knows which requests failed in their batch
+    output.prepare()
+    with output.interruptible(kept):
+        progress_dir = output.progress_dir() if is_local(options, runner) else None
+        if progress_dir:
+            with watch_counts(progress_dir, phases(settings), unit):
+                run_pipeline(lambda p: build(p, settings, progress_dir), options, runner)
+        else:
+            run_pipeline(lambda p: build(p, settings, None), options, runner)
+        output.finalize()
+    print(output.summary())
+    return output

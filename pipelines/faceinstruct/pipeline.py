@@ -21,9 +21,9 @@ from pipelines.common.llm_options import LlmFlags, add_dry_run_flag, bare_flags
 from pipelines.common.logs import setup_pipeline
 from pipelines.common.manifest_io import ReadManifest
 from pipelines.common.options import add_arguments, pipeline_argv
-from pipelines.common.progress import count_into, watch_counts
+from pipelines.common.progress import count_into
 from pipelines.common.run_options import RunFlags
-from pipelines.common.runners import is_local, run_pipeline
+from pipelines.common.runners import drive
 from pipelines.common.shards import join
 from pipelines.common.spill import SpilledBatches
 from pipelines.faceinstruct.options import FaceInstructFlags
@@ -136,24 +136,13 @@ def run(argv: list[str] | None = None, runner=None) -> FaceInstructOutput:
     output = FaceInstructOutput(settings)
     if settings.dry_run:
         raise SystemExit("faceinstruct_build: --dry_run is not supported yet (fifa_annotate has it)")
-    if settings.llm_batch == "collect":
-        if not output.collect_batches():
-            print(output.batch_summary())
-            return output
-        settings = output.settings  # now knows which requests failed in their batch
-    output.prepare()
-    with output.interruptible():
-        progress_dir = output.progress_dir() if is_local(options, runner) else None
-        if progress_dir:
-            phases = [("faceinstruct_build", "finished", settings.expected_inputs)]
-            with watch_counts(progress_dir, phases, "item"):
-                run_pipeline(lambda p: build(p, settings, output, progress_dir), options, runner)
-        else:
-            run_pipeline(lambda p: build(p, settings, output), options, runner)
-        output.finalize()
-    print(output.summary())
-    return output
+    return drive(output, options, runner, lambda p, settings, progress_dir: build(p, settings, output, progress_dir),
+                 progress_phases, "item")
 
+
+def progress_phases(settings: FaceInstructSettings) -> list[tuple]:
+    """The progress line: items finished (written or rejected) of the inputs."""
+    return [("faceinstruct_build", "finished", settings.expected_inputs)]
 
 if __name__ == "__main__":
     run()

@@ -21,12 +21,12 @@ from dataclasses import asdict, dataclass, fields
 from pipelines.common.llm_options import LlmFlags
 from pipelines.common.run_options import RunFlags
 from pipelines.common.run_settings import (
+    RunSettings,
     count_manifest_rows,
     default_cache,
     fingerprint,
     llm_settings,
     row_caps,
-    with_failed_keys,
 )
 from pipelines.faceinstruct.media import MediaConfig
 from pipelines.faceinstruct.options import FaceInstructFlags
@@ -40,7 +40,7 @@ NOT_OURS = {"llm": ("max_hallucinated", "dry_run_pairs"), "run": ()}
 
 
 @dataclass(frozen=True)
-class FaceInstructSettings:
+class FaceInstructSettings(RunSettings):
     sources: tuple[tuple[str, str], ...]  # (NAME, root)
     manifests: tuple[str, ...]  # the items file first (when there are sources), then --input's files
     output: str
@@ -135,28 +135,6 @@ class FaceInstructSettings:
         shaping["rater_model"] = self.rater_llm.model if self.rater_llm else None
         return shaping
 
-    def with_failed_keys(self, paths: dict[str, str]) -> FaceInstructSettings:
-        """Point each LLM config at the file of its requests whose batch answers failed."""
-        return with_failed_keys(self, paths)
-
-    @property
-    def llm_configs(self) -> list[LlmConfig]:
-        return [c for c in (self.describer_llm, self.rater_llm) if c is not None]
-
-    def batches(self) -> int:
-        """Describe batches: enough to keep `concurrency` calls busy per batch, and to spread over workers."""
-        concurrency = max([c.concurrency for c in self.llm_configs] or [1])
-        return max(1, -(-self.expected_inputs // max(16, 4 * concurrency)))
-
-    def options_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.shaping(), sort_keys=True).encode()).hexdigest()[:12]
-
-    def options(self) -> dict:
-        return {**self.shaping(), "max_rows_per_shard": self.max_rows_per_shard,
-                "allow_absolute_paths": self.allow_absolute_paths}
-
-    def identity(self) -> dict:
-        return {"inputs": self.inputs_fingerprint, "limit": self.limit, "options": self.options()}
 
 
 def parse_sources(values: list[str]) -> tuple[tuple[str, str], ...]:

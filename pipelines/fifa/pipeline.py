@@ -19,9 +19,9 @@ from pipelines.common.llm_options import LlmFlags, add_dry_run_flag, bare_flags
 from pipelines.common.logs import setup_pipeline
 from pipelines.common.manifest_io import ReadManifest
 from pipelines.common.options import add_arguments, pipeline_argv
-from pipelines.common.progress import count_into, watch_counts
+from pipelines.common.progress import count_into
 from pipelines.common.run_options import RunFlags
-from pipelines.common.runners import is_local, run_pipeline
+from pipelines.common.runners import drive
 from pipelines.common.shards import join
 from pipelines.common.spill import SpilledBatches
 from pipelines.fifa.options import FifaFlags
@@ -133,24 +133,14 @@ def run(argv: list[str] | None = None, runner=None) -> FifaOutput:
 
         print(dry_run(settings))
         return output
-    if settings.llm_batch == "collect":
-        if not output.collect_batches():
-            print(output.batch_summary())
-            return output
-        settings = output.settings  # now knows which requests failed in their batch
-    output.prepare()
-    with output.interruptible(analyses_kept(settings.analysis_cache)):
-        progress_dir = output.progress_dir() if is_local(options, runner) else None
-        if progress_dir:
-            phases = [("fifa_annotate: analysing", "analysed", settings.expected_inputs),
-                      ("fifa_annotate: describing, rating, writing", "finished", "passed")]
-            with watch_counts(progress_dir, phases, "pair"):
-                run_pipeline(lambda p: build(p, settings, output, progress_dir), options, runner)
-        else:
-            run_pipeline(lambda p: build(p, settings, output), options, runner)
-        output.finalize()
-    print(output.summary())
-    return output
+    return drive(output, options, runner, lambda p, settings, progress_dir: build(p, settings, output, progress_dir),
+                 progress_phases, "pair", analyses_kept(settings.analysis_cache))
+
+
+def progress_phases(settings: FifaSettings) -> list[tuple]:
+    """The progress line's phases: pairs analysed of the inputs, then pairs finished of those passed."""
+    return [("fifa_annotate: analysing", "analysed", settings.expected_inputs),
+            ("fifa_annotate: describing, rating, writing", "finished", "passed")]
 
 
 if __name__ == "__main__":

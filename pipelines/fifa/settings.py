@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, fields, replace
 
 from fict.coverage import ConceptConfig
 from pipelines.common.llm_options import LlmFlags
 from pipelines.common.run_options import RunFlags
 from pipelines.common.run_settings import (
+    RunSettings,
     count_manifest_rows,
     default_cache,
     fingerprint,
     llm_settings,
     row_caps,
-    with_failed_keys,
 )
 from pipelines.fifa.analysis import AnalysisConfig
 from pipelines.fifa.artifacts import mask_config
@@ -29,7 +27,7 @@ _FIFA, _LLM, _RUN = FifaFlags(), LlmFlags(), RunFlags()
 
 
 @dataclass(frozen=True)
-class FifaSettings:
+class FifaSettings(RunSettings):
     manifests: tuple[str, ...]
     output: str
     describer: str = _LLM.describer
@@ -120,32 +118,3 @@ class FifaSettings:
         shaping["rater_model"] = self.rater_llm.model if self.rater_llm else None
         return shaping
 
-    def batches(self) -> int:
-        """Describe batches: enough to keep `concurrency` calls busy per batch, and to
-        spread over workers."""
-        concurrency = max([c.concurrency for c in self.llm_configs] or [1])
-        batch_size = max(16, 4 * concurrency)
-        return max(1, -(-self.expected_inputs // batch_size))
-
-    def with_failed_keys(self, paths: dict[str, str]) -> FifaSettings:
-        """Point each LLM config at the file of its requests whose batch answers failed."""
-        return with_failed_keys(self, paths)
-
-    @property
-    def llm_configs(self) -> list[LlmConfig]:
-        return [c for c in (self.describer_llm, self.rater_llm) if c is not None]
-
-    def options_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.shaping(), sort_keys=True).encode()).hexdigest()[:12]
-
-    def options(self) -> dict:
-        """The options the run report records: those that shape the samples and those that
-        place them."""
-        return {**self.shaping(), "max_rows_per_shard": self.max_rows_per_shard,
-                "allow_absolute_paths": self.allow_absolute_paths}
-
-    def identity(self) -> dict:
-        """What makes two runs the same run: the manifests (names and contents), how many
-        rows of them, and the options.  A finished dataset of another identity is only
-        replaced with --overwrite."""
-        return {"inputs": self.inputs_fingerprint, "limit": self.limit, "options": self.options()}
