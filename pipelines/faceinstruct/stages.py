@@ -47,8 +47,8 @@ class CropStage(StageFn):
             self.cache = MediaCache(self.cache_root, self.config)
 
     def cached(self, key: str | None, item, make):
-        """`make()`'s result (a FaceMedia, or a PairRejected raised), through the cache;
-        yields the count of the hit or miss first."""
+        """(`make()`'s result through the cache: a FaceMedia, or the PairRejected it
+        raised; the hit or miss event, None without a cache)."""
         if self.cache is None or key is None:
             return make(), None
         found = self.cache.get(key, item)
