@@ -90,6 +90,8 @@ class FaceInstructSettings(RunSettings):
         for ok, message in checks:
             if not ok:
                 raise SystemExit(message)
+        own = {f.name for f in fields(cls)}
+        llm = {k: v for k, v in llm_settings(options).items() if k in own}  # checked before any dataset is read
         sources = parse_sources(options.source or [])
         if not sources and options.input is None:
             from pipelines.faceinstruct.bundled_sample import sample_sources
@@ -108,12 +110,9 @@ class FaceInstructSettings(RunSettings):
             items_file, counts, digest = collect_items(sources, reader_options)
             manifests = (items_file, *user_manifests)
         caps = row_caps(count_manifest_rows(manifests), options.limit)
-        described = " ".join([*(f"{name}={root}" for name, root in sources), *( [options.input] if options.input
-                                                                              else [])])
-        own = {f.name for f in fields(cls)}
+        described = " ".join([f"{name}={root}" for name, root in sources] + ([options.input] if options.input else []))
         copied = {f.name: getattr(options, f.name) for spec in (FaceInstructFlags, RunFlags) for f in fields(spec)
                   if f.name in own and f.name not in ("sources", "manifests")}
-        llm = {k: v for k, v in llm_settings(options).items() if k in own}
         copied["analysis_cache"] = options.analysis_cache or default_cache(options.output, "analysis_cache")
         return cls(sources=sources, manifests=manifests, describer=options.describer, input_pattern=described,
                    expected_inputs=sum(caps), row_caps=caps,

@@ -69,3 +69,12 @@ def test_a_source_without_its_label_files_stops_the_run(tmp_path):
     with pytest.raises(SystemExit, match="no DFEW split CSVs"):
         run(["--source", f"dfew={tmp_path / 'dfew'}", "--output", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_llm_options_are_checked_before_any_dataset_is_read(tmp_path):
+    from pipelines.faceinstruct.pipeline import run
+
+    (tmp_path / "dfew").mkdir()  # no label files: reading it would stop the run with a source error
+    with pytest.raises(SystemExit, match="needs --llm_base_url"):
+        run(["--source", f"dfew={tmp_path / 'dfew'}", "--output", str(tmp_path / "out"),
+             "--describer", "openai-compatible", "--llm_model", "m"])
