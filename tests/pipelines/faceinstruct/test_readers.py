@@ -124,3 +124,19 @@ def test_manifest_rows(tmp_path):
                         ("not JSON", "bad_manifest_row")]:
         out = parse(manifest, 3, row)
         assert isinstance(out, RejectedItem) and out.reason == reason, (row, out)
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_a_wrapper_folder_changes_nothing_but_the_paths(trees, tmp_path, name):
+    """Unpacking adds a folder level for some datasets (DFEW, FakeAVCeleb): readers search
+    below the root instead of demanding one depth."""
+    import shutil
+
+    root, _ = trees[name]
+    wrapped = tmp_path / name
+    shutil.copytree(root, wrapped / "unpacked")
+    plain = [(x.source_path, x.source_frame, getattr(x, "label", None), getattr(x, "reason", None))
+             for x in read_source(name, str(root))]
+    nested = [(x.source_path.removeprefix("unpacked/"), x.source_frame, getattr(x, "label", None),
+               getattr(x, "reason", None)) for x in read_source(name, str(wrapped))]
+    assert nested == plain
