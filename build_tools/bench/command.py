@@ -15,12 +15,13 @@ from build_tools.bench.pipeline import FLOOR_STAGES, bench_analysis, bench_pipel
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", choices=["analysis", "pipeline", "llm", "publish", "memory", "fidelity",
-                                           "faceinstruct"],
+                                           "faceinstruct", "train"],
                         help="what to measure (llm: client throughput against a local server; publish: "
                              "Parquet export and report page of a run; memory: peak RSS of whole runs of "
                              "--sizes pairs; fidelity: mask IoU per edit family on the independent evaluation "
                              "set and on sample-data pairs; faceinstruct: images/s and video-seconds/s of the FaceInstruct pipeline "
-                             "against the face-model floor)")
+                             "against the face-model floor; train: samples/s and peak memory of training/train.py, "
+                             "tiny on CPU and small on a GPU)")
     parser.add_argument("--n", type=int, default=20, help="generated pairs to time (default 20)")
     parser.add_argument("--workers", type=int, default=None,
                         help="pipeline: DirectRunner multi-process workers (default: in-process "
@@ -48,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "evaluation set (the figure of docs/masks.md)")
     parser.add_argument("--eval-pairs", type=int, default=160,
                         help="fidelity: pairs of the independent evaluation set to generate (default 160)")
+    parser.add_argument("--steps", type=int, default=30, help="train: optimizer steps per config (default 30)")
     parser.add_argument("--copies", type=int, default=4,
                         help="faceinstruct: copies of each fixture dataset tree to time (default 4)")
     parser.add_argument("--pipeline-pairs", type=int, default=8,
@@ -70,6 +72,15 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 0
     if args.target == "memory":
         return _bench_memory(args)
+    if args.target == "train":
+        from build_tools.bench.train import bench_train
+        from build_tools.bench.train import summary as train_summary
+
+        report = {**bench_train(args.run, args.steps), "machine": machine()}
+        Path(args.output or "bench_train.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(train_summary(report))
+        print(f"wrote {args.output or 'bench_train.json'}")
+        return 0
     if args.target == "faceinstruct":
         from build_tools.bench.faceinstruct import bench_faceinstruct, summary
 

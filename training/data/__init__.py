@@ -1,0 +1,21 @@
+"""Shards -> tensors: the tokenizer (`tokenizer`) and FiFa-Instruct examples and batches (`fifa`)."""
+
+from training.data.fifa import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IGNORE_INDEX,
+    FifaSamples,
+    MixedSamples,
+    collate,
+    conversation_texts,
+    encode_conversation,
+    open_shards,
+    open_table,
+    seg_positions,
+    worker_init_fn,
+)
+from training.data.tokenizer import SPECIAL_TOKENS, build_tokenizer, load_tokenizer, save_tokenizer
+
+__all__ = ["CLIP_MEAN", "CLIP_STD", "IGNORE_INDEX", "SPECIAL_TOKENS", "FifaSamples", "MixedSamples", "build_tokenizer",
+           "collate", "conversation_texts", "encode_conversation", "load_tokenizer", "open_shards", "open_table",
+           "save_tokenizer", "seg_positions", "worker_init_fn"]
