@@ -154,3 +154,24 @@ def test_config_overrides_and_their_errors(tmp_path):
             load_config(TINY, [bad])
     config.dump(tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml").to_dict() == config.to_dict()
+
+
+def test_lora_trains_the_adapters_and_leaves_the_base_weights(fifa_shards, tmp_path):
+    from safetensors.torch import load_file
+
+    from training.evaluate import load_checkpoint_model
+    from training.train import model_for, seed_everything
+
+    train(["--config", TINY, "--data", str(fifa_shards), "--output_dir", str(tmp_path / "lora"), "--max_steps", "4",
+           "model.lora_rank=4", "train.checkpoint_every=4", "train.batch_size=2"])
+    folder, config, tokenizer, _ = load_checkpoint_model(tmp_path / "lora")
+    trained = load_file(str(folder / "model.safetensors"))
+    seed_everything(config.train.seed)
+    start = model_for(config, tokenizer).state_dict()
+    base = [k for k in trained if "q_proj.base_layer.weight" in k]
+    adapters = [k for k in trained if "lora_B" in k]
+    assert base and adapters
+    assert all(torch.equal(trained[k], start[k]) for k in base)  # frozen
+    assert any(not torch.equal(trained[k], start[k]) for k in adapters)  # learnt (lora_B starts at zero)
+    embeddings = [k for k in trained if "modules_to_save" in k and "embed_tokens" in k]
+    assert embeddings and any(not torch.equal(trained[k], start[k]) for k in embeddings)

@@ -197,8 +197,11 @@ class FifaMLLM(nn.Module):
         if cfg.lora_rank:
             from peft import LoraConfig, get_peft_model
 
+            # As LISA: LoRA on q and v, and the embeddings and head trained whole, since the
+            # added tokens (<image>, [SEG], ...) start untrained in a pretrained LM.
             lm = get_peft_model(lm, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.05,
-                                               target_modules=["q_proj", "v_proj"]))
+                                               target_modules=["q_proj", "v_proj"],
+                                               modules_to_save=["embed_tokens", "lm_head"]))
         return lm
 
     # -- pieces --------------------------------------------------------------------------
