@@ -149,6 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max_texts", type=int, default=32, help="explanation samples answered by generation")
     args = parser.parse_args(argv)
     result = evaluate(args.checkpoint, args.data, args.split, args.max_samples, args.max_texts)
+    if not result["samples"]:
+        import sys
+
+        print(f"evaluate.py: the {args.split!r} split of {args.data} holds no samples; every metric is null",
+              file=sys.stderr)
     print(json.dumps({k: v for k, v in result.items() if k not in ("checkpoint", "data")}, indent=1))
 
 
