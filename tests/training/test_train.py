@@ -21,6 +21,7 @@ from training.config import RunConfig, load_config
 from training.train import train
 
 TINY = str(REPO / "training" / "configs" / "fifa_mllm" / "tiny.yaml")
+pytestmark = pytest.mark.slow  # minutes of CPU training; still run in CI (the tiny learning test is the point)
 
 
 def metrics_of(run: Path) -> list[dict]:
@@ -175,3 +176,13 @@ def test_lora_trains_the_adapters_and_leaves_the_base_weights(fifa_shards, tmp_p
     assert any(not torch.equal(trained[k], start[k]) for k in adapters)  # learnt (lora_B starts at zero)
     embeddings = [k for k in trained if "modules_to_save" in k and "embed_tokens" in k]
     assert embeddings and any(not torch.equal(trained[k], start[k]) for k in embeddings)
+
+
+def test_gradient_checkpointing_changes_no_loss(fifa_shards, tmp_path):
+    runs = {}
+    for flag in ("true", "false"):
+        out = tmp_path / flag
+        train(["--config", TINY, "--data", str(fifa_shards), "--output_dir", str(out), "--max_steps", "3",
+               f"model.gradient_checkpointing={flag}", "train.batch_size=2", "train.checkpoint_every=3"])
+        runs[flag] = [r[key] for r in metrics_of(out) for key in ("loss", "text", "mask", "det", "cls")]
+    assert runs["true"] == pytest.approx(runs["false"], rel=1e-6)
