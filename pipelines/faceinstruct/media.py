@@ -36,11 +36,10 @@ from pipelines.vision.landmarks68 import ibug68_from_mesh
 from pipelines.vision.video import (
     TrackConfig,
     crop_square,
-    failed_fraction,
     jitter,
     open_video,
     resample_indices,
-    smooth_track,
+    track_boxes,
     uniform_indices,
     write_video,
 )
@@ -148,8 +147,9 @@ class FaceCropper:
 
     # -- items -----------------------------------------------------------------------------
 
-    def image(self, item: FaceItem) -> FaceMedia:
-        return self._single(item, read_image(item.media))
+    def image(self, item: FaceItem, data: bytes | None = None) -> FaceMedia:
+        """`data`: the file's bytes when the caller has read them already (the cache key)."""
+        return self._single(item, read_image(item.media, data))
 
     def video_frames(self, items: list[FaceItem]) -> Iterator[FaceMedia | tuple[FaceItem, PairRejected]]:
         """The labelled frames of one video (items sharing `media`), decoding it once: a
@@ -195,15 +195,10 @@ class FaceCropper:
                 boxes.append(box)
                 if reason:
                     why[reason] = why.get(reason, 0) + 1
-            failed = failed_fraction(boxes)
             if not boxes:
                 raise ImageRejected(RejectReason.DECODE_ERROR, "the video has no frame")
-            if failed > cfg.max_failed_fraction:
-                counts = ", ".join(f"{n} {reason}" for reason, n in sorted(why.items()))
-                raise PairRejected(RejectReason.TOO_MANY_FAILED_FRAMES,
-                                   f"{sum(why.values())} of {len(boxes)} frames without exactly one usable face "
-                                   f"({counts}); more than {cfg.max_failed_fraction:.0%}")
-            track = smooth_track(boxes, source.fps, TrackConfig(cfg.max_failed_fraction, cfg.smoothing_s))
+            counts = ", ".join(f"{n} {reason}" for reason, n in sorted(why.items()))
+            track = track_boxes(boxes, source.fps, TrackConfig(cfg.max_failed_fraction, cfg.smoothing_s), counts)
             detected = np.array([b for b in boxes if b is not None], np.float64)
             order = resample_indices(len(boxes), source.fps, cfg.fps)
             picked = set(uniform_indices(len(order), cfg.frames))

@@ -3,6 +3,7 @@ crop faces (images, videos, frames of a video) -> describe -> rate -> make the s
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 from apache_beam.metrics import Metrics
@@ -73,17 +74,33 @@ class CropFaces(CropStage):
     """An image or a video item -> its `FaceMedia`."""
 
     def step(self, item):
-        make = (lambda: self.cropper.video(item)) if item.media_type == "video" else (lambda: self.cropper.image(item))
-        key = None
-        if self.cache is not None:
-            content = self.cache.content_digest(item.media)
-            key = self.cache.key(content) if content else None
+        if item.media_type == "video":
+            def make():
+                return self.cropper.video(item)
+            content = self.cache.content_digest(item.media) if self.cache is not None else None
+        else:  # an image's bytes are read once: for its cache key and for decoding
+            data = _read(item.media)
+
+            def make():
+                return self.cropper.image(item, data)
+            content = hashlib.sha256(data).hexdigest() if self.cache is not None and data is not None else None
+        key = self.cache.key(content) if content else None
         result, counted = self.cached(key, item, make)
         out = [counted] if counted else []
         if isinstance(result, PairRejected):  # a refusal, its cache count kept beside it
             row = item.rejected(self.stage_of(result.reason), result.reason.value, result.detail)
             return [*out, (REJECTED, row)]
         return [*out, (OK, result)]
+
+
+def _read(path: str) -> bytes | None:
+    """A file's bytes; None when it cannot be read (`read_image` then says why)."""
+    from pipelines.vision.images import read_bytes
+
+    try:
+        return read_bytes(path)
+    except OSError:
+        return None
 
 
 class CropVideoFrames(CropStage):

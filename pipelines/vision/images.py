@@ -118,12 +118,13 @@ def read_bytes(path: str | Path) -> bytes:
         return f.read()
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, data: bytes | None = None) -> np.ndarray:
     """uint8 RGB; raises ImageRejected whose detail names the file by its name only (the
-    rejected table is the same wherever the data lies; its `real`/`fake` say where)."""
+    rejected table is the same wherever the data lies; its `real`/`fake` say where).
+    `data`: the file's bytes, when the caller has read them already."""
     name = str(path).rstrip("/").rsplit("/", 1)[-1]
     try:
-        data = read_bytes(path)
+        data = read_bytes(path) if data is None else data
     except FileNotFoundError as exc:
         raise ImageRejected(RejectReason.MISSING_FILE, f"{name} does not exist") from exc
     except OSError as exc:  # strerror ("Is a directory"), else the message with the name for the path

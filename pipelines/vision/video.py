@@ -389,15 +389,18 @@ def smooth_track(boxes: list, fps: float, config: TrackConfig = TrackConfig()) -
     return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
 
 
-def track_boxes(boxes: list, fps: float, config: TrackConfig = TrackConfig()) -> np.ndarray:
+def track_boxes(boxes: list, fps: float, config: TrackConfig = TrackConfig(), why: str = "") -> np.ndarray:
     """`smooth_track` after the reference's check: more than `max_failed_fraction` of the
-    frames without a box raises TrackRejected(TOO_MANY_FAILED_FRAMES)."""
+    frames without a box (exactly that share is kept, as the reference's `> 0.3`) raises
+    TrackRejected(TOO_MANY_FAILED_FRAMES); `why` says what the failed frames had instead."""
     failed = failed_fraction(boxes)
     if failed > config.max_failed_fraction:
         bad = round(failed * len(boxes))
+        reasons = f" ({why})" if why else ""
         raise TrackRejected(
             RejectReason.TOO_MANY_FAILED_FRAMES,
-            f"{bad} of {len(boxes)} frames have no usable face ({failed:.0%} > {config.max_failed_fraction:.0%})",
+            f"{bad} of {len(boxes)} frames without exactly one usable face{reasons}; more than "
+            f"{config.max_failed_fraction:.0%}",
         )
     return smooth_track(boxes, fps, config)
 

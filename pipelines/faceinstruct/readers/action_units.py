@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from pipelines.faceinstruct.labels import BP4D_PRESENT, DISFA_ACTIVE_INTENSITY
 from pipelines.faceinstruct.readers.base import (
     IMAGE_SUFFIXES,
-    VIDEO_SUFFIXES,
     ReadContext,
     SourceError,
     SourceTree,
     int_or_none,
     lines,
 )
+from pipelines.vision.video import VIDEO_SUFFIXES
 from schemas.common import RejectReason
 
 DISFA_AU_FILE = re.compile(r"(^|/)(SN\d{3})_au(\d+)\.txt$", re.IGNORECASE)

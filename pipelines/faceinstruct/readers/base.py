@@ -17,21 +17,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelines.vision.video import natural_key
 from schemas.common import RejectReason, Stage
 from schemas.faceinstruct import FaceItem, RejectedItem
 
 READ = Stage.READ.value
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".flv", ".mkv", ".webm", ".mov")
 
 
 class SourceError(ValueError):
     """A dataset root a reader cannot use at all (no label file, nothing it recognises)."""
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key that orders numbers by value: `2.jpg` before `10.jpg`."""
-    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name))
 
 
 class SourceTree:
@@ -118,13 +113,6 @@ class ReadContext:
     def missing(self, rel: str, origin: str, frame: int | None = None) -> RejectedItem:
         return self.reject(rel, RejectReason.MISSING_FILE, f"{rel} does not exist under the --source {self.name} "
                            f"root", origin=origin, frame=frame)
-
-
-def media_type_of(rel: str, tree: SourceTree) -> str:
-    """`video` for a video file or a folder of frames, `image` for an image file."""
-    if rel.lower().endswith(VIDEO_SUFFIXES) or rel in tree.dirs:
-        return "video"
-    return "image"
 
 
 def lines(tree: SourceTree, rel: str, encoding: str = "utf-8") -> Iterable[tuple[int, str]]:

@@ -8,7 +8,8 @@ import json
 from collections.abc import Iterator
 
 from pipelines.faceinstruct.labels import FAKEAVCELEB_FAKE_VIDEO, FFPP_COMPRESSIONS
-from pipelines.faceinstruct.readers.base import VIDEO_SUFFIXES, ReadContext, SourceError, SourceTree
+from pipelines.faceinstruct.readers.base import ReadContext, SourceError, SourceTree
+from pipelines.vision.video import VIDEO_SUFFIXES
 from schemas.common import RejectReason
 
 

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 
 from pipelines.faceinstruct.labels import CREMA_D_CLASSES, DFEW_CLASSES, FERV39K_CLASSES, MAFW_CLASSES
 from pipelines.faceinstruct.readers.base import (
-    VIDEO_SUFFIXES,
     ReadContext,
     SourceError,
     SourceTree,
     int_or_none,
     lines,
 )
+from pipelines.vision.video import VIDEO_SUFFIXES
 from schemas.common import RejectReason
 
 # DFEW and MAFW ship five folds; every clip is in the test list of exactly one fold and in

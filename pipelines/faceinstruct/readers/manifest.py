@@ -14,8 +14,8 @@ import json
 import os
 
 from pipelines.common.manifest import manifest_name, resolve
-from pipelines.faceinstruct.labels import CELEBA_ATTRIBUTES
-from pipelines.faceinstruct.readers.base import VIDEO_SUFFIXES
+from pipelines.faceinstruct.labels import CELEBA_ATTRIBUTES, EMOTION_OF
+from pipelines.vision.video import VIDEO_SUFFIXES
 from schemas.common import RejectReason, Stage
 from schemas.faceinstruct import SPLITS, TASKS, FaceItem, RejectedItem
 
@@ -36,6 +36,9 @@ def parse_label(task: str, value) -> dict:
         name = obj.get("expression")
         if not isinstance(name, str) or not name.strip():
             raise ValueError("an expression label is a class name")
+        if name.strip().lower() not in EMOTION_OF:  # a misspelt class would be described as written
+            raise ValueError(f"{name.strip()!r} is not an expression class of the source datasets "
+                             f"({', '.join(sorted(EMOTION_OF))})")
         return {"expression": name.strip()}
     if task == "au":
         aus = obj.get("aus")

@@ -99,7 +99,7 @@ def test_manifest_labels(task, value, label):
 
 @pytest.mark.parametrize("task, value", [
     ("attribute", "Smiling Happy"), ("age", "34.5"), ("age", "200"), ("deepfake", "maybe"), ("au", "x"),
-    ("expression", ""),
+    ("expression", ""), ("expression", "Hapy"),
 ])
 def test_manifest_labels_refused(task, value):
     with pytest.raises((ValueError, TypeError)):
