@@ -56,6 +56,9 @@ class PairAnalysis(BaseModel):
         default=None, description="2x3, original real-image pixels -> crop pixels"
     )
     crop_size: tuple[int, int] | None = Field(default=None, description="[w, h]")
+    landmarks: list[list[float]] | None = Field(
+        default=None, description="the real face's 68 iBUG points (x, y), normalised to the crop (0..1; "
+        "the fake crop shares the alignment)")
     mask_threshold: float | None = Field(default=None, description="difference threshold used, 0..255")
     changed_face_fraction: float | None = None
     artifact_fraction: float | None = None

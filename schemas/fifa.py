@@ -171,6 +171,9 @@ class FifaImage(BaseModel):
     source_dataset: str | None = Field(default=None, description="dataset the pair comes from, when the "
                                        "manifest gives it")
     crop_transform: list[list[float]] = Field(description="2x3, original real pixels -> crop")
+    landmarks: list[list[float]] | None = Field(
+        default=None, description="68 iBUG points (x, y) of the real face, normalised to the crop (0..1); the "
+        "fake crop shares the alignment (what self-blending and landmark-aware models read)")
     provenance: Provenance = Field(description="how the samples were made: manifest and row, describer and "
                                    "rater with their models and prompt templates, facext version, "
                                    "options hash")
@@ -183,7 +186,7 @@ class FifaImage(BaseModel):
 # The flat view's columns, in order: each defined once, on `TaskSample` or `FifaImage`.
 _FLAT_COLUMNS = ("sample_id", "pair_id", "task", "split", "image", "is_fake", "negative", "category", "method",
                  "subject_id", "source_dataset", "conversations", "masks", "region_masks", "concepts", "bbox",
-                 "crop_transform", "rating", "hallucinated_concepts", "concept_evidence", "provenance")
+                 "crop_transform", "landmarks", "rating", "hallucinated_concepts", "concept_evidence", "provenance")
 
 
 def _flat_field(name: str) -> tuple[Any, Any]:

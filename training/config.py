@@ -22,20 +22,25 @@ import yaml
 
 
 @dataclass
-class ModelConfig:
-    """FiFa-MLLM's sizes (see `training/models/fifa_mllm.py` for what each part is)."""
+class VisionTowerConfig:
+    """A CLIP-style ViT built from these sizes (`transformers.CLIPVisionConfig`), or loaded."""
 
-    name: str = "fifa_mllm"
-    # Face encoder: a CLIP-style ViT (FaRL ViT-B/16 in the paper).
     image_size: int = 64
     patch_size: int = 16
     vision_hidden: int = 32
     vision_layers: int = 2
     vision_heads: int = 4
     vision_intermediate: int = 64
-    vision_checkpoint: str | None = None  # a FaRL checkpoint (OpenAI-CLIP format) or a transformers folder
+    vision_checkpoint: str | None = None  # a FaRL/OpenAI-CLIP .pth or a transformers folder
     freeze_vision: bool = False
-    # Language model: any causal LM of transformers (a Llama-style one from config here).
+    init_std: float = 0.02
+
+
+@dataclass
+class LanguageModelConfig:
+    """A causal LM of transformers: loaded from `lm_checkpoint`, else a Llama-style one built
+    from these sizes."""
+
     lm_checkpoint: str | None = None  # a local folder or Hub id; None: built from the sizes below
     lm_hidden: int = 64
     lm_layers: int = 2
@@ -45,13 +50,74 @@ class ModelConfig:
     lora_rank: int = 0  # 0: train the LM fully; > 0: LoRA (peft) on q_proj, v_proj
     lora_alpha: int = 16
     gradient_checkpointing: bool = False
+
+
+@dataclass
+class ModelConfig(LanguageModelConfig, VisionTowerConfig):
+    """FiFa-MLLM's sizes (see `training/models/fifa_mllm.py` for what each part is)."""
+
+    name: str = "fifa_mllm"
     # Multi-task decoder and masks.
     decoder_dim: int = 32
     decoder_layers: int = 2
     decoder_heads: int = 4
     num_categories: int = 4  # schemas.fifa.CATEGORIES
     mask_size: int = 64  # masks are predicted (and compared) at this side
-    init_std: float = 0.02
+
+
+@dataclass
+class FaceLlavaConfig(LanguageModelConfig, VisionTowerConfig):
+    """Face-LLaVA (`training/models/face_llava.py`): a LLaVA base with the landmark projector
+    (FRLP) and the landmark-guided cross-attention (FRGCA)."""
+
+    name: str = "face_llava"
+    image_size: int = 32
+    patch_size: int = 8
+    vision_select_layer: int = -2  # LLaVA's mm_vision_select_layer: the penultimate layer
+    keep_cls: bool = False  # pass the CLS token of each frame to the LM too
+    num_frames: int = 8  # a video's frames, sampled uniformly
+    landmark_heads: int = 4  # FRGCA's attention heads
+    branch_scale: float = 0.1  # FRGCA's residual scale
+    proximity_temperature: float = 0.1  # FRGCA's mask: softmax(-distance / this), crop-normalised units
+    stage: int = 2  # 1: landmark modules only; 2: everything but the vision tower
+
+
+@dataclass
+class AapConfig(LanguageModelConfig, VisionTowerConfig):
+    """AAP (`training/models/aap.py`): a LISA-style grounding model with the anchoring loss and
+    the error-map prompt."""
+
+    name: str = "aap"
+    image_size: int = 32
+    patch_size: int = 8
+    freeze_vision: bool = True  # the truth anchor comes from the frozen tower
+    arl_layer: int = -1  # the LM layer whose image-patch states are anchored; -1: the middle one
+    # The SAM-style localisation encoder and decoder (transformers' SAM classes, built small).
+    sam_image_size: int = 64
+    sam_patch_size: int = 8
+    sam_hidden: int = 32
+    sam_layers: int = 2
+    sam_heads: int = 4
+    sam_decoder_layers: int = 2
+    freeze_sam_encoder: bool = False  # LISA freezes SAM's ViT-H; a random tiny one must learn
+    sam_checkpoint: str | None = None  # a transformers SAM folder (its vision encoder and decoder)
+    mask_size: int = 32
+
+
+@dataclass
+class CoritConfig(VisionTowerConfig):
+    """CoRIT (`training/models/corit.py`): a frozen CLIP-style ViT with region tokens (RRM,
+    RSI, HRI) and a linear real/fake head, trained with SAM on real, fake and self-blended crops."""
+
+    name: str = "corit"
+    image_size: int = 64
+    patch_size: int = 8
+    freeze_vision: bool = True
+    num_regions: int = 3  # face, face boundary, background
+    fusion_layer: int = -1  # HRI's intermediate layer (1-based); -1: the middle one
+    coherence: float = 0.0  # RRM's threshold on cos(CGP of a token, its region's anchor)
+    refine: bool = True  # RRM on; False: plain region pooling
+    probe_norm: bool = False  # a BatchNorm without affine before the linear head (MAE's linear probe)
 
 
 @dataclass
@@ -67,6 +133,43 @@ class LossConfig:
     bce: float = 1.0
     dice: float = 1.0
     region: float = 1.0
+
+
+@dataclass
+class FaceLlavaLoss:
+    """Face-LLaVA learns from its answers alone: the LM's cross-entropy."""
+
+    text: float = 1.0
+
+
+@dataclass
+class AapLoss:
+    """The paper's `1.0 cls + 1.0 seg + 3.0 arl`; seg is BCE + Dice in the LISA form.  `text`
+    (the LM's cross-entropy on the answers, LISA's `ce` term) is what teaches the LM to say
+    [SEG] at inference; the paper's objective lists the three terms only."""
+
+    cls: float = 1.0
+    seg: float = 1.0
+    arl: float = 3.0
+    text: float = 1.0
+    bce: float = 1.0
+    dice: float = 1.0
+
+
+@dataclass
+class CoritLoss:
+    """The real/fake head's binary cross-entropy."""
+
+    cls: float = 1.0
+
+
+# The model and loss sections of each `model.name`.
+MODELS: dict[str, tuple[type, type]] = {
+    "fifa_mllm": (ModelConfig, LossConfig),
+    "face_llava": (FaceLlavaConfig, FaceLlavaLoss),
+    "aap": (AapConfig, AapLoss),
+    "corit": (CoritConfig, CoritLoss),
+}
 
 
 @dataclass
@@ -98,12 +201,23 @@ class TrainConfig:
     log_every: int = 1
     checkpoint_every: int = 20
     keep_checkpoints: int = 2
+    optimizer: str = "adamw"  # adamw | sgd, each alone or inside SAM (sam: true)
+    sam: bool = False  # sharpness-aware minimisation (training/optim.py): two passes per step
+    sam_rho: float = 0.05
+    momentum: float = 0.9  # of sgd
+    init_from: str | None = None  # start from these weights (a run or checkpoint folder), e.g. a stage-1 run
+
+
+OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclass
 class RunConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    """A run's whole config.  `model` and `loss` are the sections of `model.name`
+    (`MODELS`): `ModelConfig`/`LossConfig` for fifa_mllm, `FaceLlavaConfig`/`FaceLlavaLoss`, ..."""
+
+    model: Any = field(default_factory=ModelConfig)
+    loss: Any = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -150,7 +264,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
 
 
 def from_dict(raw: dict[str, Any]) -> RunConfig:
-    config = RunConfig()
+    """A config from its sections; `model.name` (default fifa_mllm) picks the model and loss
+    sections' dataclasses."""
+    name = ((raw or {}).get("model") or {}).get("name", "fifa_mllm")
+    if name not in MODELS:
+        raise ValueError(f"unknown model.name {name!r}; known: {', '.join(MODELS)}")
+    model_cls, loss_cls = MODELS[name]
+    config = RunConfig(model=model_cls(), loss=loss_cls())
     for section, values in raw.items():
         for name, value in (values or {}).items():
             _set(config, section, name, value)
@@ -161,6 +281,9 @@ def _set(config: RunConfig, section: str, name: str, value: Any) -> None:
     if section not in {f.name for f in dataclasses.fields(RunConfig)}:
         raise ValueError(f"unknown config section {section!r} (model, loss, data, train)")
     part = getattr(config, section)
+    if section == "model" and name == "name" and value != part.name:
+        raise ValueError(f"model.name is {part.name!r} in this config; a config of {value!r} starts from "
+                         f"its own preset (training/configs/{value}/)")
     fields = {f.name: f for f in dataclasses.fields(part)}
     if name not in fields:
         import difflib
@@ -168,6 +291,8 @@ def _set(config: RunConfig, section: str, name: str, value: Any) -> None:
         close = difflib.get_close_matches(name, fields, n=1)
         raise ValueError(f"unknown key {section}.{name}" + (f" (did you mean {section}.{close[0]}?)" if close else ""))
     setattr(part, name, _coerce(typing.get_type_hints(type(part))[name], value, f"{section}.{name}"))
+    if section == "train" and name == "optimizer" and part.optimizer not in OPTIMIZERS:
+        raise ValueError(f"train.optimizer: {part.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
 
 
 def _coerce(hint, value, where: str):

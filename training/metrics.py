@@ -321,3 +321,480 @@ def aggregate(rows: Iterable[Mapping[str, Any]]) -> dict[str, float | None]:
         elif key not in other:
             out[key] = None
     return out
+
+
+# --- FaceInstruct (Face-LLaVA) ---
+# Face-LLaVA is scored by generating an answer text and parsing the label it states
+# (`parse_answer`), then comparing the parsed labels with the shard rows' `label` objects
+# (`face_metrics`): expression UAR and WAR, AU F1 per AU and its mean, attribute mean
+# accuracy, age MAE in years, deepfake accuracy (Face-LLaVA, section 5.2.1).  The label
+# shapes are the `label` column's (README, "The FaceInstruct pipeline"):
+# {"expression": <official class name>}, {"aus": [active AU numbers]}, {"attributes":
+# [positive CelebA names]}, {"age": <int>}, {"fake": bool, "method": str | None}.
+# `training` may not import `pipelines`, so the vocabularies below repeat those of
+# `pipelines/faceinstruct/labels.py` (the tests check they are equal).
+import json
+
+from schemas.faceinstruct import TASKS as FACE_TASKS
+
+__all__ += ["FACE_TASKS", "f1_per_label", "face_metrics", "mean_absolute_error", "parse_answer", "uar",
+            "war"]
+
+# Official class name (lower case) -> the emotion it means: `labels.EMOTION_OF`.  Both a
+# parsed answer and a reference are compared as these emotion nouns, so RAF-DB's "Anger"
+# and DFEW's "Angry" are one class, as are the describer's "happiness" and DFEW's "Happy".
+EMOTION_OF: dict[str, str] = {
+    "happy": "happiness", "happiness": "happiness", "sad": "sadness", "sadness": "sadness",
+    "neutral": "neutral", "angry": "anger", "anger": "anger", "surprise": "surprise",
+    "disgust": "disgust", "fear": "fear", "contempt": "contempt", "anxiety": "anxiety",
+    "helplessness": "helplessness", "disappointment": "disappointment",
+}
+# FACS names of the AUs DISFA and BP4D code: `labels.AU_NAMES`.
+AU_NAMES: dict[int, str] = {
+    1: "Inner Brow Raiser", 2: "Outer Brow Raiser", 4: "Brow Lowerer", 5: "Upper Lid Raiser",
+    6: "Cheek Raiser", 7: "Lid Tightener", 9: "Nose Wrinkler", 10: "Upper Lip Raiser",
+    11: "Nasolabial Deepener", 12: "Lip Corner Puller", 13: "Cheek Puffer", 14: "Dimpler",
+    15: "Lip Corner Depressor", 16: "Lower Lip Depressor", 17: "Chin Raiser", 18: "Lip Pucker",
+    20: "Lip Stretcher", 22: "Lip Funneler", 23: "Lip Tightener", 24: "Lip Pressor", 25: "Lips Part",
+    26: "Jaw Drop", 27: "Mouth Stretch", 28: "Lip Suck",
+}
+# The 40 CelebA attributes: `labels.CELEBA_ATTRIBUTES`.
+CELEBA_ATTRIBUTES: tuple[str, ...] = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
+    "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
+    "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open",
+    "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
+    "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
+    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+)
+
+# --------------------------------------------------------------------------- metric blocks
+
+
+def _check_lengths(pred: Sequence[Any], true: Sequence[Any]) -> None:
+    if len(pred) != len(true):
+        raise ValueError(f"{len(pred)} predictions but {len(true)} references")
+
+
+def war(pred: Sequence[Any], true: Sequence[Any]) -> float | None:
+    """Weighted average recall = overall accuracy: the share of positions with
+    `pred[i] == true[i]` (each class's recall weighted by its share of the references).
+    A prediction of None (unparsed) is never right.  None for no samples."""
+    _check_lengths(pred, true)
+    if not true:
+        return None
+    return sum(p is not None and p == t for p, t in zip(pred, true, strict=True)) / len(true)
+
+
+def uar(pred: Sequence[Any], true: Sequence[Any]) -> float | None:
+    """Unweighted average recall: the mean, over the classes present in `true`, of each
+    class's recall (share of its samples predicted as it), so every class weighs the same
+    however many samples it has.  A predicted class absent from `true` only lowers the
+    recall of the class it was mistaken for; None (unparsed) is never right.  None for no
+    samples."""
+    _check_lengths(pred, true)
+    if not true:
+        return None
+    hits: dict[Any, int] = {}
+    totals: dict[Any, int] = {}
+    for p, t in zip(pred, true, strict=True):
+        totals[t] = totals.get(t, 0) + 1
+        hits[t] = hits.get(t, 0) + (p is not None and p == t)
+    return math.fsum(hits[c] / totals[c] for c in totals) / len(totals)
+
+
+def f1_per_label(pred_sets: Sequence[Iterable[Any]], true_sets: Sequence[Iterable[Any]],
+                 labels: Iterable[Any]) -> dict[Any, float | None]:
+    """Binary F1 of each label over samples, each sample a set of labels present:
+    F1 = 2·TP / (2·TP + FP + FN) (the harmonic mean of precision and recall, 0 when either
+    is 0), counting TP, FP, FN over the samples.  A label that is neither present nor
+    predicted in any sample has no F1 (None).  Labels outside `labels` are ignored."""
+    _check_lengths(pred_sets, true_sets)
+    preds = [set(p) for p in pred_sets]
+    trues = [set(t) for t in true_sets]
+    out: dict[Any, float | None] = {}
+    for label in labels:
+        tp = sum(label in p and label in t for p, t in zip(preds, trues, strict=True))
+        fp = sum(label in p and label not in t for p, t in zip(preds, trues, strict=True))
+        fn = sum(label not in p and label in t for p, t in zip(preds, trues, strict=True))
+        out[label] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
+    return out
+
+
+def mean_absolute_error(pred: Sequence[float], true: Sequence[float]) -> float | None:
+    """MAE = mean of |pred[i] - true[i]| (in the values' unit: years for ages); None for no
+    samples."""
+    _check_lengths(pred, true)
+    if not true:
+        return None
+    return math.fsum(abs(float(p) - float(t)) for p, t in zip(pred, true, strict=True)) / len(true)
+
+
+# --------------------------------------------------------------------------- answer parsing
+# Negation: a mention is negated when one of the (at most) 4 words before it, within its
+# clause, is a negator ("does not show AU12", "no sign of manipulation", "neither ... nor",
+# "without glasses", "isn't", "except AU4"), or when its clause goes on "is not" / "is
+# absent" ("AU4 (Brow Lowerer) is not active").  A clause ends at . , ; : ! ? ) or at
+# "but", "while", "whereas", "although", "though", "however", "yet".  "no doubt", "no
+# question", "not only" and the attribute "no beard" negate nothing.
+_NEGATOR = re.compile(r"\b(?:no|not|never|without|neither|nor|none|cannot|lacks?|lacking|except|absence"
+                      r"|free of|rather than|instead of)\b|n't\b")
+_NOT_A_NEGATOR = re.compile(r"\b(?:no|without) (?:doubt|question)\b|\bnot only\b|\bno beard\b")
+_CLAUSE_BREAK = re.compile(r"[.,;:!?)\[\]\n]|\b(?:but|while|whereas|although|though|however|yet)\b")
+_NEGATED_AFTER = re.compile(
+    r"^\s*\)?\s*(?:\([^)]*\)\s*)?(?:(?:is|are|was|were|appears?|seems?|remains?)(?:\s+\w+ly)?\s+(?:not|absent|inactive)\b"
+    r"|(?:isn't|aren't|wasn't|weren't)\b|(?:absent|inactive)\b)")
+_WINDOW_WORDS = 4
+
+
+def _normalise(text: str) -> str:
+    """Lower case, typographic apostrophes and dashes plain, underscores as spaces (so
+    "No_Beard" reads as "no beard"); the same length as `text`, so offsets carry over."""
+    return text.lower().translate(str.maketrans({"\u2019": "'", "\u2018": "'", "\u2013": "-", "\u2014": "-",
+                                                  "_": " "}))
+
+
+def _negated(low: str, start: int, end: int) -> bool:
+    """Whether the mention `low[start:end]` of a normalised text is negated (rule above)."""
+    clause = _CLAUSE_BREAK.split(low[:start])[-1]
+    clause = _NOT_A_NEGATOR.sub(" ", clause)
+    window = " ".join(re.findall(r"[\w']+", clause)[-_WINDOW_WORDS:])
+    if _NEGATOR.search(window):
+        return True
+    return _NEGATED_AFTER.match(low[end:]) is not None
+
+
+def _words(*alternatives: str) -> re.Pattern:
+    """One pattern for whole-word alternatives (regex syntax allowed inside each)."""
+    return re.compile(r"\b(?:" + "|".join(alternatives) + r")\b")
+
+
+def _phrase(name: str) -> str:
+    """Regex for a multi-word name, its words apart by spaces, hyphens or nothing."""
+    return r"[\s-]*".join(re.escape(w) for w in name.lower().replace("_", " ").split())
+
+
+# expression: emotion noun -> the words that state it.
+_EXPRESSION_WORDS: dict[str, re.Pattern] = {
+    "happiness": _words("happy", "happiness", "joy", "joyful", "joyous", "cheerful"),
+    "sadness": _words("sad", "sadness", "sorrow", "sorrowful", "unhappy", "unhappiness"),
+    "neutral": _words("neutral", "neutrality", "expressionless"),
+    "anger": _words("anger", "angry", "angered", "furious", "fury", "rage"),
+    "surprise": _words("surprise", "surprised", "astonished", "astonishment"),
+    "disgust": _words("disgust", "disgusted"),
+    "fear": _words("fear", "fearful", "afraid", "scared", "frightened", "terrified"),
+    "contempt": _words("contempt", "contemptuous", "disdain"),
+    "anxiety": _words("anxiety", "anxious"),
+    "helplessness": _words("helpless", "helplessness"),
+    "disappointment": _words("disappointment", "disappointed"),
+}
+# au: "AU12", "AU 12", "au-12", "action unit 12"; "AUs 6, 12 and 25"; the FACS names.
+_AU_NUMBER = re.compile(r"\b(?:au|action unit)\s*-?\s*(\d{1,2})\b")
+_AU_LIST = re.compile(r"\b(?:aus|action units)\s*(\d{1,2}(?:\s*(?:,|and|&|\+|or)\s*\d{1,2})*)\b")
+_AU_NAME: dict[int, re.Pattern] = {au: re.compile(r"\b" + _phrase(name) + r"\b")
+                                   for au, name in AU_NAMES.items()}
+_NO_AU = re.compile(r"\b(?:no|zero|none of the)\s+(?:\w+\s+){0,2}(?:action units?|aus?)\b"
+                    r"|\b(?:action units?|aus?)\W{0,3}(?:none|nothing)\b")
+# attribute: name -> (words stating it present, words stating it absent).
+_ATTRIBUTE_EXTRA: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "5_o_Clock_Shadow": (("five o clock shadow", "5 o'clock shadow", "five o'clock shadow", "stubble"), ()),
+    "Arched_Eyebrows": (("arched brows",), ()),
+    "Bags_Under_Eyes": (("bags under the eyes",), ()),
+    "Bangs": (("fringe",), ()),
+    "Big_Lips": (("large lips", "full lips"), ()),
+    "Big_Nose": (("large nose",), ()),
+    "Black_Hair": (("black haired",), ()),
+    "Blond_Hair": (("blonde hair", "blond haired", "blonde haired"), ()),
+    "Blurry": (("blurred",), ()),
+    "Brown_Hair": (("brown haired",), ()),
+    "Bushy_Eyebrows": (("bushy brows",), ()),
+    "Eyeglasses": (("glasses", "sunglasses", "spectacles"), ()),
+    "Gray_Hair": (("grey hair", "gray haired", "grey haired"), ()),
+    "Heavy_Makeup": (("heavy make up",), ()),
+    "Male": (("man", "he", "him", "his"), ("female", "woman", "girl", "lady", "she", "her", "hers")),
+    "Mouth_Slightly_Open": (("mouth is slightly open",), ()),
+    "Mustache": (("moustache",), ()),
+    "No_Beard": (("clean shaven", "beardless"), ("(?<!no )beard",)),
+    "Pale_Skin": (("pale skinned",), ()),
+    "Pointy_Nose": (("pointed nose",), ()),
+    "Smiling": (("smile", "smiles"), ()),
+    "Wearing_Earrings": (("earrings", "earring"), ()),
+    "Wearing_Hat": (("hat",), ()),
+    "Wearing_Lipstick": (("lipstick",), ()),
+    "Wearing_Necklace": (("necklace",), ()),
+    "Wearing_Necktie": (("necktie", "neck tie"), ()),
+    "Young": (("youthful",), ("elderly",)),
+}
+
+
+def _attribute_patterns(name: str) -> tuple[re.Pattern, re.Pattern | None]:
+    present, absent = _ATTRIBUTE_EXTRA.get(name, ((), ()))
+    words = [_phrase(name)] + [w if "(?" in w else _phrase(w) for w in present]
+    no_words = [w if "(?" in w else _phrase(w) for w in absent]
+    return _words(*words), (_words(*no_words) if no_words else None)
+
+
+_ATTRIBUTE_WORDS: dict[str, tuple[re.Pattern, re.Pattern | None]] = {
+    a: _attribute_patterns(a) for a in CELEBA_ATTRIBUTES}
+_NO_ATTRIBUTE = re.compile(r"\bnone of the\s+(?:[\w-]+\s+){0,3}(?:attributes|40)\b"
+                           r"|\bno\s+(?:[\w-]+\s+){0,2}attributes\b|\battributes\W{0,3}none\b")
+# age: "30-35" / "30 to 35" / "between 30 and 35" (midpoint), "(early|mid|late) 30s", a number.
+_AGE = re.compile(
+    r"\bbetween\s+(?P<b1>\d{1,3}(?:\.\d+)?)\s+and\s+(?P<b2>\d{1,3}(?:\.\d+)?)\b"
+    r"|\b(?P<r1>\d{1,3}(?:\.\d+)?)\s*(?:-|to)\s*(?P<r2>\d{1,3}(?:\.\d+)?)\b(?!\s*%)"
+    r"|\b(?:(?P<part>early|mid|late)[\s-]*)?(?P<decade>\d?\d0)'?s\b"
+    r"|\b(?P<n>\d{1,3}(?:\.\d+)?)\b(?!\s*%)")
+_DECADE_OFFSET = {"early": 2, None: 5, "mid": 5, "late": 8}
+AGE_RANGE = (0.0, 120.0)
+# deepfake: words that state fake, and words that state real.
+_FAKE_WORDS = _words(r"fake[ds]?", r"deep\s?-?fake[ds]?", r"manipulat\w*", "forged", "forgery", "forgeries",
+                     "synthetic", r"synthesi[sz]ed", r"tamper\w*", "doctored", "altered", r"face\s?-?swap\w*",
+                     r"spoof\w*", "counterfeit", r"ai\s?-?generated")
+_REAL_WORDS = _words("real", "authentic", "genuine", "unaltered", "unmanipulated", "untampered", "pristine",
+                     "bona fide")
+
+
+def _expression(low: str) -> dict[str, Any] | None:
+    """The emotion of the first emotion word that is not negated."""
+    best: tuple[int, str] | None = None
+    for emotion, pattern in _EXPRESSION_WORDS.items():
+        for m in pattern.finditer(low):
+            if best is not None and m.start() >= best[0]:
+                break
+            if not _negated(low, m.start(), m.end()):
+                best = (m.start(), emotion)
+                break
+    return {"expression": best[1]} if best else None
+
+
+def _au_mentions(low: str) -> list[tuple[int, int, int]]:
+    """(AU, start, end) of every AU named by number, number list or FACS name."""
+    found = [(int(m.group(1)), m.start(), m.end()) for m in _AU_NUMBER.finditer(low)]
+    for m in _AU_LIST.finditer(low):
+        found += [(int(n), m.start(), m.end()) for n in re.findall(r"\d{1,2}", m.group(1))]
+    for au, pattern in _AU_NAME.items():
+        found += [(au, m.start(), m.end()) for m in pattern.finditer(low)]
+    return [f for f in found if f[0] >= 1]
+
+
+def _aus(low: str) -> dict[str, Any] | None:
+    """Active AUs: those with a mention that is not negated; [] when every mention is
+    negated or the text says no AU is active; None when it names no AU at all."""
+    mentions = _au_mentions(low)
+    if not mentions and not _NO_AU.search(low):
+        return None
+    active = {au for au, start, end in mentions if not _negated(low, start, end)}
+    return {"aus": sorted(active)}
+
+
+def _attributes(low: str) -> dict[str, Any] | None:
+    """Positive CelebA attributes: each attribute's first mention decides (see
+    `parse_answer`); None when no attribute is mentioned and none is denied wholesale."""
+    positive: list[str] = []
+    stated = False
+    for name, (present, absent) in _ATTRIBUTE_WORDS.items():
+        hits = [(m.start(), m.end(), True) for m in present.finditer(low)]
+        if absent is not None:
+            hits += [(m.start(), m.end(), False) for m in absent.finditer(low)]
+        if not hits:
+            continue
+        stated = True
+        start, end, says_present = min(hits)
+        if says_present != _negated(low, start, end):
+            positive.append(name)
+    if not stated and not _NO_ATTRIBUTE.search(low):
+        return None
+    return {"attributes": positive}
+
+
+def _age(low: str) -> dict[str, Any] | None:
+    """The first age-like expression whose value lies in `AGE_RANGE`."""
+    lo, hi = AGE_RANGE
+    for m in _AGE.finditer(low):
+        if m.group("b1") is not None:
+            value = (float(m.group("b1")) + float(m.group("b2"))) / 2
+        elif m.group("r1") is not None:
+            a, b = float(m.group("r1")), float(m.group("r2"))
+            value = (a + b) / 2 if a <= b else a  # "30-25" is no range: its first number
+        elif m.group("decade") is not None:
+            value = int(m.group("decade")) + _DECADE_OFFSET[m.group("part")]
+        else:
+            value = float(m.group("n"))
+        if lo <= value <= hi:
+            return {"age": int(value) if float(value).is_integer() else value}
+    return None
+
+
+def _deepfake(low: str) -> dict[str, Any] | None:
+    """The first fake or real word decides, flipped when negated."""
+    hits = [(m.start(), m.end(), True) for m in _FAKE_WORDS.finditer(low)]
+    hits += [(m.start(), m.end(), False) for m in _REAL_WORDS.finditer(low)]
+    if not hits:
+        return None
+    start, end, says_fake = min(hits)
+    return {"fake": says_fake != _negated(low, start, end)}
+
+
+_PARSERS = {"expression": _expression, "au": _aus, "attribute": _attributes, "age": _age,
+            "deepfake": _deepfake}
+
+
+def parse_answer(task: str, text: str, reference: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The label a generated answer states, shaped as the task's `label` JSON (only the
+    keys a metric needs), or None when the text states none.
+
+    Matching is case-insensitive on whole words; typographic apostrophes and dashes count
+    as plain ones and underscores as spaces.  A mention is **negated** when one of the 4
+    words before it in its clause is a negator (no, not, never, without, neither, nor,
+    none, cannot, lack(s/ing), except, absence, free of, rather than, instead of, any
+    "...n't"), or when the clause goes on "is/are/was/were/seems (...ly) not|absent|
+    inactive" ("AU4 (Brow Lowerer) is not active"); clauses end at . , ; : ! ? ) and at
+    but, while, whereas, although, though, however, yet; "no doubt", "no question", "not
+    only" and "no beard" negate nothing.  The rules:
+
+    * **expression** -> `{"expression": <emotion noun>}`: the first word naming an emotion
+      that is not negated, as its emotion noun (`EMOTION_OF`'s values: happiness, sadness,
+      neutral, anger, surprise, disgust, fear, contempt, anxiety, helplessness,
+      disappointment).  Each has its adjective and a few synonyms (happy, joyful; sad,
+      unhappy; angry, furious; surprised, astonished; disgusted; afraid, scared,
+      frightened; contemptuous; anxious; helpless; disappointed; expressionless).  No such
+      word, or only negated ones: None.  The noun, not the dataset's class name: the
+      text cannot tell "Happy" from "Happiness" (`face_metrics` compares emotion nouns).
+    * **au** -> `{"aus": [AU numbers, ascending]}`: every AU mentioned by number ("AU12",
+      "AU 12", "action unit 12", "AUs 6, 12 and 25") or by its FACS name ("Lip Corner
+      Puller") with at least one mention not negated is active.  `{"aus": []}` when every
+      AU mention is negated or the text says none is active ("No facial action unit is
+      clearly active", "active AUs: none").  No AU mentioned and no such statement: None.
+    * **attribute** -> `{"attributes": [CelebA names, in CelebA order]}`: every one of the
+      40 attributes is decided by its first mention: its name with spaces (or its listed
+      synonyms: glasses, moustache, man, he/his, stubble, smile, ...) states it present,
+      flipped when negated; a word of the opposite ("woman", "female", she/her for Male; "beard" not
+      preceded by "no" for No_Beard; "elderly" for Young) states it absent, flipped when
+      negated ("does not have a beard" -> No_Beard).  Unmentioned attributes are absent.
+      `{"attributes": []}` for "none of the listed attributes"; None when no attribute
+      word occurs and no such statement.
+    * **age** -> `{"age": number}`: the first age expression with a value in 0..120 years:
+      "between 30 and 35", "30-35" and "30 to 35" give the midpoint (32.5), "early/mid/late
+      30s" 32/35/38 ("30s" 35), else a plain number (int or decimal; not one followed by
+      %).  Integral values are ints.  Negation is not looked at.  None without such a
+      number.
+    * **deepfake** -> `{"fake": bool}`: the first word stating fake (fake, deepfake,
+      manipulated/manipulation, forged, forgery, synthetic, synthesized, tampered,
+      doctored, altered, face-swapped, spoofed, counterfeit, AI-generated) or real (real,
+      authentic, genuine, unaltered, unmanipulated, untampered, pristine, bona fide)
+      decides; negated, it says the opposite ("not fake" -> real, "no sign of
+      manipulation" -> real, "not a real face" -> fake).  Neither: None.
+
+    `reference` (the row's label) is accepted so that every caller can pass it; no rule
+    needs it (an attribute answer is read against all 40 attributes, as a CelebA label
+    decides all 40).
+    """
+    if task not in _PARSERS:
+        raise ValueError(f"unknown task {task!r}; choose from {list(FACE_TASKS)}")
+    del reference  # no rule needs it (see above)
+    return _PARSERS[task](_normalise(text))
+
+
+# --------------------------------------------------------------------------- face_metrics
+
+
+def _emotion(value: Any) -> str:
+    """An expression label (official class name or emotion noun) as its emotion noun."""
+    name = str(value).strip().lower()
+    return EMOTION_OF.get(name, name)
+
+
+def _label(value: Mapping[str, Any] | str) -> Mapping[str, Any]:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _expression_metrics(preds: list, refs: list) -> dict[str, Any]:
+    true = [_emotion(r["expression"]) for r in refs]
+    pred = [None if p is None else _emotion(p["expression"]) for p in preds]
+    return {"uar": uar(pred, true), "war": war(pred, true)}
+
+
+def _au_metrics(preds: list, refs: list, aus: Sequence[int] | None) -> dict[str, Any]:
+    true = [{int(a) for a in r["aus"]} for r in refs]
+    labels = sorted(set(aus) if aus is not None else set().union(*true))
+    # Unparsed: every AU decision wrong (each active AU missed, each inactive one claimed).
+    pred = [set(labels) - t if p is None else {int(a) for a in p["aus"]}
+            for p, t in zip(preds, true, strict=True)]
+    f1 = f1_per_label(pred, true, labels)
+    scored = [v for v in f1.values() if v is not None]
+    return {"f1_per_au": f1, "mean_f1": math.fsum(scored) / len(scored) if scored else None}
+
+
+def _attribute_metrics(preds: list, refs: list) -> dict[str, Any]:
+    true = [set(r["attributes"]) for r in refs]
+    per: dict[str, float] = {}
+    for name in CELEBA_ATTRIBUTES:
+        # Unparsed: every attribute wrong.
+        right = sum(p is not None and (name in p["attributes"]) == (name in t)
+                    for p, t in zip(preds, true, strict=True))
+        per[name] = right / len(refs)
+    return {"mean_accuracy": math.fsum(per.values()) / len(per), "per_attribute": per}
+
+
+def _age_metrics(preds: list, refs: list) -> dict[str, Any]:
+    pairs = [(float(p["age"]), float(r["age"])) for p, r in zip(preds, refs, strict=True) if p is not None]
+    return {"mae": mean_absolute_error([p for p, _ in pairs], [t for _, t in pairs])}
+
+
+def _deepfake_metrics(preds: list, refs: list) -> dict[str, Any]:
+    true = [bool(r["fake"]) for r in refs]
+    pred = [None if p is None else bool(p["fake"]) for p in preds]
+    return {"accuracy": war(pred, true)}
+
+
+def face_metrics(rows: Iterable[Mapping[str, Any]], *, aus: Sequence[int] | None = None) -> dict[str, Any]:
+    """Face-LLaVA's figures per task, from rows `{"task", "prediction", "reference"}`:
+    `prediction` is `parse_answer(...)` (or None), `reference` the row's label (a dict, or
+    the `label` column's JSON text).  Every task present gets `n` (its rows) and
+    `unparsed` (rows whose prediction is None), and:
+
+    * expression: `uar`, `war` (`uar` / `war`) over emotion nouns (`EMOTION_OF`: "Angry"
+      and "Anger", "Happy" and "happiness" are one class); the classes are those present
+      in the references;
+    * au: `f1_per_au` {AU: F1} (`f1_per_label`) and `mean_f1`, their mean.  The AUs
+      scored are `aus` if given (a dataset's evaluated set, e.g. DISFA's), else every AU
+      active in some reference; an AU never active and never predicted has F1 None and is
+      left out of the mean.  A row's AUs not in the label count as inactive, so score
+      DISFA and BP4D rows apart (their coded AUs differ);
+    * attribute: `per_attribute` {name: accuracy} over all 40 CelebA attributes (a label
+      lists the positive ones, the rest are negative) and `mean_accuracy`, their mean;
+    * age: `mae` in years over the parsed answers only (None if none parsed): an age has
+      no "wrong class" to count an unparsed answer as, so check `unparsed` beside it;
+    * deepfake: `accuracy` of real/fake.
+
+    An unparsed prediction is never dropped: for expression and deepfake it is a class
+    that is never right; for au every AU decision is wrong (each active AU missed, each
+    other scored AU claimed); for attribute all 40 decisions are wrong; for age it is left
+    out of the MAE and counted in `unparsed`.  Raises ValueError for an unknown task.
+    """
+    grouped: dict[str, tuple[list, list]] = {}
+    for row in rows:
+        task = row["task"]
+        if task not in FACE_TASKS:
+            raise ValueError(f"unknown task {task!r}; choose from {list(FACE_TASKS)}")
+        preds, refs = grouped.setdefault(task, ([], []))
+        prediction = row.get("prediction")
+        preds.append(None if prediction is None else _label(prediction))
+        refs.append(_label(row["reference"]))
+    out: dict[str, Any] = {}
+    for task in FACE_TASKS:
+        if task not in grouped:
+            continue
+        preds, refs = grouped[task]
+        if task == "expression":
+            figures = _expression_metrics(preds, refs)
+        elif task == "au":
+            figures = _au_metrics(preds, refs, aus)
+        elif task == "attribute":
+            figures = _attribute_metrics(preds, refs)
+        elif task == "age":
+            figures = _age_metrics(preds, refs)
+        else:
+            figures = _deepfake_metrics(preds, refs)
+        out[task] = {**figures, "n": len(refs), "unparsed": sum(p is None for p in preds)}
+    return out

@@ -1,13 +1,15 @@
-"""Train a model of `training/models/` on FiFa-Instruct shards.
+"""Train a model of `training/models/` on FiFa-Instruct or FaceInstruct shards.
 
     python training/train.py --config training/configs/fifa_mllm/tiny.yaml --data OUT [--data OUT2 ...] \\
         [--weights 1,1] [--output_dir runs/NAME] [--max_steps N] [--resume] [section.key=value ...]
     torchrun --nproc_per_node G training/train.py ...        # DDP (train.strategy=fsdp for FSDP)
 
-One recipe, top to bottom: config -> tokenizer -> data -> model -> optimizer and schedule
--> steps (gradient accumulation, clipping, bf16 autocast on GPU) -> `metrics.jsonl` and the
-console -> checkpoints (safetensors, the config, the tokenizer and the trainer state:
-optimizer, schedule, RNG states, data position).
+One loop for every model, top to bottom: config -> tokenizer -> data -> model -> optimizer
+and schedule -> steps (gradient accumulation, clipping, bf16 autocast on GPU; two passes per
+step under SAM) -> `metrics.jsonl` and the console -> checkpoints (safetensors, the config,
+the tokenizer and the trainer state: optimizer, schedule, RNG states, data position).  What
+differs per model (its data, batches, loss normalisers, tokenizer texts) is its `Recipe`
+(`training/models/__init__.py`), looked up by `model.name`.
 
 **Data order** is a function of the seed and the step alone: the examples are one stream (a
 permutation of the mixture per epoch); optimizer step s, micro-batch m takes the stream's
@@ -110,11 +112,9 @@ class Dist:
         dist.all_reduce(t)
         return float(t.item()) / self.world
 
-    def norms(self, batch: dict) -> dict[str, float]:
-        """What each loss divides by: the batch's counts summed over the processes and
-        divided by their number (`FifaMLLM.forward`); one all-reduce per micro-batch."""
-        from training.losses import counts
-
+    def norms(self, batch: dict, counts) -> dict[str, float]:
+        """What each loss divides by: the batch's `counts(batch)` summed over the processes
+        and divided by their number (`Recipe.counts`); one all-reduce per micro-batch."""
         local = counts(batch)
         if self.world == 1:
             return local
@@ -139,39 +139,62 @@ def seed_everything(seed: int) -> None:
 
 def tokenizer_for(config: RunConfig, out: Path, dist: Dist):
     """The config's tokenizer; else the run's own (`OUT/tokenizer`, built by rank 0 from the
-    shards' text the first time and saved, so a resumed run and every rank use the same)."""
-    from training.data.fifa import conversation_texts, open_shards
+    shards' text the first time and saved, so a resumed run and every rank use the same);
+    None for a model that reads no text."""
     from training.data.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
+    from training.models import recipe
 
+    texts_of = recipe(config.model.name).texts
+    if texts_of is None:
+        return None
     if config.data.tokenizer:
         return load_tokenizer(config.data.tokenizer)
     folder = out / "tokenizer"
     if dist.main and not folder.is_dir():
-        texts = (t for spec in config.data.data for t in conversation_texts(open_shards(spec, config.data.split)))
+        texts = (t for spec in config.data.data for t in texts_of(spec, config.data.split))
         save_tokenizer(build_tokenizer(texts, config.data.vocab_size), folder)
     dist.barrier()
     return load_tokenizer(str(folder))
 
 
 def dataset_for(config: RunConfig, tokenizer):
-    from training.data.fifa import FifaSamples, MixedSamples
+    from training.data.fifa import MixedSamples
+    from training.models import recipe
 
-    m = config.model
-    sources = [FifaSamples(spec, split=config.data.split, image_size=m.image_size, mask_size=m.mask_size,
-                           tokenizer=tokenizer, num_image_tokens=(m.image_size // m.patch_size) ** 2)
-               for spec in config.data.data]
+    make = recipe(config.model.name).dataset
+    sources = [make(config, tokenizer, spec, config.data.split, True) for spec in config.data.data]
     return MixedSamples(sources, config.data.weights or None, seed=config.train.seed)
 
 
 def model_for(config: RunConfig, tokenizer):
-    from training.data.tokenizer import IMAGE, SEG
-    from training.models.fifa_mllm import FifaMLLM
+    from training.models import recipe
 
-    if config.model.name != "fifa_mllm":
-        raise SystemExit(f"train.py: model {config.model.name!r} is not built yet (fifa_mllm is)")
-    ids = {"<image>": tokenizer.convert_tokens_to_ids(IMAGE), "<bbox>": tokenizer.convert_tokens_to_ids("<bbox>"),
-           "[SEG]": tokenizer.convert_tokens_to_ids(SEG), "pad": tokenizer.pad_token_id}
-    return FifaMLLM(config.model, len(tokenizer), ids, config.loss)
+    return recipe(config.model.name).build(config, tokenizer)
+
+
+def optimizer_for(config: RunConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """AdamW or SGD (`train.optimizer`), inside SAM when `train.sam` (training/optim.py)."""
+    t = config.train
+    base, options = ((torch.optim.AdamW, {"betas": tuple(t.betas)}) if t.optimizer == "adamw"
+                     else (torch.optim.SGD, {"momentum": t.momentum}))
+    if t.sam:
+        from training.optim import SAM
+
+        return SAM(params, base, rho=t.sam_rho, lr=t.lr, weight_decay=t.weight_decay, **options)
+    return base(params, lr=t.lr, weight_decay=t.weight_decay, **options)
+
+
+def load_weights(model, path: str) -> Path:
+    """The weights of a run folder (its newest checkpoint) or a checkpoint folder, strictly:
+    `train.init_from`, e.g. Face-LLaVA's stage 2 starting from its stage-1 run."""
+    folder = Path(path)
+    if not (folder / "model.safetensors").is_file():
+        found = latest_checkpoint(folder)
+        if found is None:
+            raise SystemExit(f"train.py: train.init_from={path}: no checkpoint there")
+        folder = found
+    load_weights_file(unwrap(model), folder / "model.safetensors")
+    return folder
 
 
 # --- data order ------------------------------------------------------------------------------
@@ -228,16 +251,14 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, config: RunConfig, tokenizer) -> Path:
-    from safetensors.torch import save_file
-
     folder = out / CHECKPOINTS / f"step-{step:07d}"
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"))
+    save_weights(unwrap(model), tmp / "model.safetensors")
     config.dump(tmp / "config.yaml")
-    tokenizer.save_pretrained(str(tmp / "tokenizer"))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
     rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -251,10 +272,24 @@ def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, config: R
     return folder
 
 
-def load_checkpoint(folder: Path, model, optimizer, scheduler) -> int:
-    from safetensors.torch import load_file
+def save_weights(model, path: Path) -> None:
+    """The model's weights as safetensors, each shared tensor once (a tied LM head, SAM's
+    shared positional encoding): `safetensors.torch.save_model`."""
+    from safetensors.torch import save_model
 
-    unwrap(model).load_state_dict(load_file(str(folder / "model.safetensors")))
+    save_model(model, str(path))
+
+
+def load_weights_file(model, path: Path) -> None:
+    """`save_weights`' file into the model, strictly (a shared tensor's other names are
+    filled by the sharing itself)."""
+    from safetensors.torch import load_model
+
+    load_model(model, str(path), strict=True)
+
+
+def load_checkpoint(folder: Path, model, optimizer, scheduler) -> int:
+    load_weights_file(unwrap(model), folder / "model.safetensors")
     state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -305,43 +340,51 @@ def train(argv: list[str] | None = None) -> Path:
     seed_everything(t.seed)
     tokenizer = tokenizer_for(config, out, dist)
     dataset = dataset_for(config, tokenizer)
-    model = model_for(config, tokenizer).to(dist.device)
+    model = model_for(config, tokenizer)
+    if t.init_from and not resume:
+        started = load_weights(model, t.init_from)
+        if dist.main:
+            print(f"train.py: weights from {started}", file=sys.stderr)
+    model = model.to(dist.device)
     if dist.world > 1:
         model = wrap_distributed(model, config, dist)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+    optimizer = optimizer_for(config, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
     start = load_checkpoint(resume, model, optimizer, scheduler) if resume else 0
     metrics_path = out / "metrics.jsonl"
     if dist.main:
         _keep_metrics_until(metrics_path, start)
 
-    from training.data.fifa import collate, worker_init_fn
+    from training.data.fifa import worker_init_fn
+    from training.models import recipe
 
+    spec = recipe(config.model.name)
     sampler = StepBatches(len(dataset), t.batch_size, dist.world, dist.rank, t.grad_accum, t.seed, start, t.max_steps)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=config.data.num_workers, worker_init_fn=worker_init_fn,
-        collate_fn=lambda b: collate(b, tokenizer.pad_token_id))
+        collate_fn=lambda b: spec.collate(b, tokenizer))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (t.bf16 and dist.device.type == "cuda") \
         else torch.autocast("cpu", enabled=False)
     batches = iter(loader)
     model.train()
     for step in range(start, t.max_steps):
         began = time.perf_counter()
-        sums: dict[str, float] = {}
-        for micro in range(t.grad_accum):
-            batch = to_device(next(batches), dist.device)
-            sync = micro == t.grad_accum - 1 or dist.world == 1
-            context = model.no_sync() if (not sync and hasattr(model, "no_sync")) else _nullcontext()
-            with context, autocast:
-                output = model(batch, dist.norms(batch))
-                (output.loss / t.grad_accum).backward()
-            sums["loss"] = sums.get("loss", 0.0) + float(output.loss.detach()) / t.grad_accum
-            for name, value in output.parts.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) / t.grad_accum
+        # SAM passes over the step's batches twice, so it keeps them (on the CPU side).
+        micro_batches = [next(batches) for _ in range(t.grad_accum)] if t.sam \
+            else (next(batches) for _ in range(t.grad_accum))
+        sums = _accumulate(model, micro_batches, t.grad_accum, dist, spec.counts, autocast)
+        if t.sam:
+            # SAM: climb to the sharpest nearby point along this gradient, take the gradient
+            # of the same batches there, come back and step with it.
+            optimizer.first_step(zero_grad=True)
+            _accumulate(model, micro_batches, t.grad_accum, dist, spec.counts, autocast)
         norm = torch.nn.utils.clip_grad_norm_(params, t.clip_grad) if t.clip_grad else None
         lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
+        if t.sam:
+            optimizer.second_step()
+        else:
+            optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
@@ -352,7 +395,7 @@ def train(argv: list[str] | None = None) -> Path:
         if dist.main and (done % t.log_every == 0 or done == t.max_steps):
             with metrics_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-            parts = " ".join(f"{k} {record[k]:.3f}" for k in ("det", "cls", "text", "mask") if k in record)
+            parts = " ".join(f"{k} {v:.3f}" for k, v in sums.items() if k != "loss")
             print(f"step {done}/{t.max_steps}  loss {record['loss']:.4f}  {parts}  lr {lr:.2e}  "
                   f"{record['samples_per_s']:.1f} samples/s", flush=True)
         if done % t.checkpoint_every == 0 or done == t.max_steps:
@@ -361,6 +404,23 @@ def train(argv: list[str] | None = None) -> Path:
             dist.barrier()
     dist.close()
     return out
+
+
+def _accumulate(model, micro_batches, n: int, dist: Dist, counts, autocast) -> dict[str, float]:
+    """Forward and backward over the step's `n` micro-batches (gradients summed, DDP's
+    all-reduce on the last one); the mean loss and loss parts."""
+    sums: dict[str, float] = {}
+    for micro, batch in enumerate(micro_batches):
+        batch = to_device(batch, dist.device)
+        sync = micro == n - 1 or dist.world == 1
+        context = model.no_sync() if (not sync and hasattr(model, "no_sync")) else _nullcontext()
+        with context, autocast:
+            output = model(batch, dist.norms(batch, counts))
+            (output.loss / n).backward()
+        sums["loss"] = sums.get("loss", 0.0) + float(output.loss.detach()) / n
+        for name, value in output.parts.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach()) / n
+    return sums
 
 
 def wrap_distributed(model, config: RunConfig, dist: Dist):

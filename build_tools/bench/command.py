@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--sizes pairs; fidelity: mask IoU per edit family on the independent evaluation "
                              "set and on sample-data pairs; faceinstruct: images/s and video-seconds/s of the FaceInstruct pipeline "
                              "against the face-model floor; train: samples/s and peak memory of training/train.py, "
-                             "tiny on CPU and small on a GPU)")
+                             "tiny on CPU and small on a GPU, per --model)")
     parser.add_argument("--n", type=int, default=20, help="generated pairs to time (default 20)")
     parser.add_argument("--workers", type=int, default=None,
                         help="pipeline: DirectRunner multi-process workers (default: in-process "
@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-pairs", type=int, default=160,
                         help="fidelity: pairs of the independent evaluation set to generate (default 160)")
     parser.add_argument("--steps", type=int, default=30, help="train: optimizer steps per config (default 30)")
+    parser.add_argument("--model", default="fifa_mllm",
+                        help="train: fifa_mllm, face_llava, aap, corit (comma-separated) or all (default fifa_mllm)")
     parser.add_argument("--copies", type=int, default=4,
                         help="faceinstruct: copies of each fixture dataset tree to time (default 4)")
     parser.add_argument("--pipeline-pairs", type=int, default=8,
@@ -73,10 +75,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.target == "memory":
         return _bench_memory(args)
     if args.target == "train":
-        from build_tools.bench.train import bench_train
+        from build_tools.bench.train import MODELS, bench_train
         from build_tools.bench.train import summary as train_summary
 
-        report = {**bench_train(args.run, args.steps), "machine": machine()}
+        models = MODELS if args.model == "all" else tuple(args.model.split(","))
+        report = {**bench_train(args.run, args.steps, models), "machine": machine()}
         Path(args.output or "bench_train.json").write_text(json.dumps(report, indent=2) + "\n")
         print(train_summary(report))
         print(f"wrote {args.output or 'bench_train.json'}")

@@ -19,6 +19,7 @@ from pipelines.fifa.artifacts import ArtifactMask, MaskConfig, artifact_mask, ch
 from pipelines.fifa.evidence import concept_evidence
 from pipelines.vision.faces import FaceAnalyzer, FaceGeometry, FaceGeometryConfig
 from pipelines.vision.images import ImageRejected, check_pair, read_image
+from pipelines.vision.landmarks68 import ibug68_from_mesh, ibug68_normalised
 from schemas.analysis import ConceptCoverage, PairAnalysis
 from schemas.common import PairRejected, RejectReason
 
@@ -179,6 +180,7 @@ class PairAnalyzer:
             status="ok",
             crop_transform=geometry.crop_transform.tolist(),
             crop_size=geometry.crop_size,
+            landmarks=crop_landmarks68(geometry),
             mask_threshold=round(art.threshold, 3),
             changed_face_fraction=round(art.changed_face_fraction, 6),
             artifact_fraction=round(float(art.mask.mean()), 6),
@@ -186,6 +188,13 @@ class PairAnalyzer:
         )
         return PairResult(analysis, timings if timings is not None else {}, geometry, real_crop,
                           fake_crop, art.difference, art.mask, labels, cov)
+
+
+def crop_landmarks68(geometry: FaceGeometry) -> list[list[float]]:
+    """The face's 68 iBUG points in the crop, normalised to 0..1 and rounded to 1e-4 (a
+    twentieth of a pixel at 512 px)."""
+    points = ibug68_normalised(ibug68_from_mesh(geometry.landmarks), geometry.crop_transform, geometry.crop_size)
+    return np.round(points.astype(np.float64), 4).tolist()
 
 
 def read_pair(real_path: str | Path, fake_path: str | Path,

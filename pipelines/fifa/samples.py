@@ -273,6 +273,7 @@ class SampleMaker:
             image=item.fake_png if fake else item.real_png, is_fake=fake,
             category=pair.category, method=pair.method, subject_id=pair.subject_id,
             source_dataset=pair.source_dataset, crop_transform=item.analysis.crop_transform,
+            landmarks=item.analysis.landmarks,
             provenance=provenance, concept_evidence=self._measurements(item) if fake else [],
             samples=about[fake],
         ) for fake in (True, False) if about[fake]]

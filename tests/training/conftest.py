@@ -32,3 +32,14 @@ def fifa_tokenizer(fifa_texts):
     from training.data import build_tokenizer
 
     return build_tokenizer(fifa_texts)
+
+
+@pytest.fixture(scope="session")
+def faceinstruct_shards(tmp_path_factory) -> Path:
+    """The bundled FaceInstruct sample through `faceinstruct_build`: a `load_from_disk`
+    folder (images and 8-frame videos of all five tasks, train and test)."""
+    from pipelines.faceinstruct_build import run
+
+    out = tmp_path_factory.mktemp("faceinstruct") / "out"
+    run(["--output", str(out)])
+    return out

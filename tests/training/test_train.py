@@ -129,15 +129,15 @@ def openai_clip_state(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 def test_a_farl_checkpoint_loads_into_the_face_encoder(tmp_path):
-    from training.models.fifa_mllm import FaceEncoder
+    from training.models.components import VisionTower
 
     config = RunConfig().model
     torch.manual_seed(1)
-    source = FaceEncoder(config)
+    source = VisionTower(config)
     path = tmp_path / "farl.pth"
     torch.save({"state_dict": openai_clip_state(source.vit.state_dict())}, path)
     torch.manual_seed(2)
-    loaded = FaceEncoder(config)
+    loaded = VisionTower(config)
     pixels = torch.randn(2, 3, config.image_size, config.image_size)
     assert not torch.allclose(loaded(pixels), source(pixels))
     loaded.load(str(path))

@@ -13,16 +13,7 @@ taken), a folder of Hub Parquet files (`facext publish --local-dir`:
 `data/{config}/{split}-*.parquet`, `default` holding every sample), or a Hub id.
 `MixedSamples` mixes several sources with sampling weights.
 
-**Chat template** (`encode_conversation`), Vicuna-v1 style, one `USER`/`ASSISTANT` exchange
-per turn pair, bos first, eos after each answer::
-
-    <s>USER: <image>\\nIs this face real?\\nASSISTANT: The image shows signs of forgery; it is fake.</s>
-
-The pieces are tokenised one by one (prompt pieces, then each answer), so the boundary
-between what is masked and what is learnt is exact.  Labels are -100 everywhere but on the
-answers and their eos; the single `<image>` id is expanded to `num_image_tokens` copies (the
-vision encoder's patch count, e.g. (224/16)² = 196), so `input_ids` line up with the
-sequence the LM sees.  `[SEG]` stays one token inside the answer: it is predicted.
+**Tokens and labels**: `training.data.text` (the chat template, `<image>` expansion).
 
 **[SEG] positions** (LISA's convention, ../shared/references/training.md §1.1): the hidden
 state that becomes a mask query is the one at position p where `input_ids[p + 1]` is `[SEG]`
@@ -55,14 +46,14 @@ import torch
 
 from schemas.fifa import CATEGORIES
 from schemas.masks import decode_mask
-from training.data.tokenizer import EOS, IMAGE, SEG
+from training.data.text import IGNORE_INDEX, encode_conversation, pad_tokens, seg_positions
+from training.data.tokenizer import SEG
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "IGNORE_INDEX", "FifaSamples", "MixedSamples", "collate", "conversation_texts",
            "encode_conversation", "open_shards", "open_table", "seg_positions", "worker_init_fn"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # FaRL and OpenAI CLIP normalise with these
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IGNORE_INDEX = -100
 DEFAULT_CONFIG = "default"  # the Hub export's config that holds every sample
 # The columns an example reads; the rest of a row (provenance, evidence) is never touched.
 _ROW_COLUMNS = ("image_id", "pair_id", "image", "is_fake", "category", "samples")
@@ -173,45 +164,6 @@ def _samples_column(dataset):
     if getattr(dataset, "_indices", None) is None:
         return dataset.data.table.column("samples")
     return dataset.select_columns(["samples"]).with_format("arrow")["samples"]
-
-
-# --------------------------------------------------------------------------- tokens and labels
-def _encode(tokenizer, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def encode_conversation(tokenizer, conversations: Sequence[Mapping[str, str]],
-                        num_image_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, labels) of a LLaVA-style conversation ([{"from": "human"|"gpt", "value"}]),
-    in the template of the module docstring: labels are the ids on each answer and its eos,
-    -100 elsewhere; each `<image>` id becomes `num_image_tokens` copies."""
-    if num_image_tokens < 1:
-        raise ValueError("num_image_tokens must be at least 1")
-    image_id = tokenizer.convert_tokens_to_ids(IMAGE)
-    eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.convert_tokens_to_ids(EOS)
-    ids: list[int] = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
-    labels: list[int] = [IGNORE_INDEX] * len(ids)
-    for turn in conversations:
-        role, value = turn["from"], turn["value"]
-        if role == "human":
-            prompt = []
-            for token in _encode(tokenizer, f"USER: {value}\nASSISTANT: "):
-                prompt.extend([image_id] * num_image_tokens if token == image_id else [token])
-            ids += prompt
-            labels += [IGNORE_INDEX] * len(prompt)
-        elif role == "gpt":
-            answer = _encode(tokenizer, value) + [eos_id]
-            ids += answer
-            labels += answer
-        else:
-            raise ValueError(f"unknown role {role!r} (expected 'human' or 'gpt')")
-    return torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
-
-
-def seg_positions(input_ids: torch.Tensor, seg_id: int) -> torch.Tensor:
-    """Positions p of a 1-D sequence whose next token is `[SEG]` (LISA: the state that
-    predicts [SEG] becomes the mask query)."""
-    return torch.nonzero(input_ids[1:] == seg_id).flatten()
 
 
 # --------------------------------------------------------------------------- examples
@@ -432,13 +384,7 @@ def collate(batch: Sequence[Mapping[str, Any]], pad_id: int, seg_id: int | None 
         if all(key in b for b in batch):
             out[key] = [b[key] for b in batch]
     if all("input_ids" in b for b in batch):
-        length = max(len(b["input_ids"]) for b in batch)
-        ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), length), IGNORE_INDEX, dtype=torch.long)
-        attention = torch.zeros((len(batch), length), dtype=torch.long)
-        for i, b in enumerate(batch):
-            n = len(b["input_ids"])
-            ids[i, :n], labels[i, :n], attention[i, :n] = b["input_ids"], b["labels"], 1
+        ids, labels, attention = pad_tokens([(b["input_ids"], b["labels"]) for b in batch], pad_id)
         out.update(input_ids=ids, labels=labels, attention_mask=attention)
         if seg_id is not None:
             out["seg_positions"] = [seg_positions(ids[i, : int(attention[i].sum())], seg_id) for i in range(len(batch))]

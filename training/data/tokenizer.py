@@ -22,6 +22,7 @@ Special tokens (`SPECIAL_TOKENS`), each one id that the text never splits:
               predicts it becomes the mask query
     <p> </p>  around a grounded phrase: "The <p> left upper lip </p> [SEG] looks ..."
     <bbox>    the box a question asks about; the box encoder writes its features here
+    <video>   a video (FaceInstruct); expanded to frames x tokens per frame of `<image>` ids
 
 plus `<pad>`, `<s>` (bos), `</s>` (eos) and `<unk>` (`PAD`, `BOS`, `EOS`, `UNK`).
 
@@ -37,11 +38,11 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["BOS", "EOS", "IMAGE", "PAD", "SEG", "SPECIAL_TOKENS", "UNK", "build_tokenizer", "load_tokenizer",
+__all__ = ["BOS", "EOS", "IMAGE", "PAD", "SEG", "SPECIAL_TOKENS", "UNK", "VIDEO", "build_tokenizer", "load_tokenizer",
            "save_tokenizer"]
 
-IMAGE, SEG, P_OPEN, P_CLOSE, BBOX = "<image>", "[SEG]", "<p>", "</p>", "<bbox>"
-SPECIAL_TOKENS = (IMAGE, SEG, P_OPEN, P_CLOSE, BBOX)
+IMAGE, SEG, P_OPEN, P_CLOSE, BBOX, VIDEO = "<image>", "[SEG]", "<p>", "</p>", "<bbox>", "<video>"
+SPECIAL_TOKENS = (IMAGE, SEG, P_OPEN, P_CLOSE, BBOX, VIDEO)
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 # The built tokenizer's first ids, in this order: <pad> 0, <s> 1, </s> 2, <unk> 3, <image> 4, ...
 _BUILT_SPECIALS = (PAD, BOS, EOS, UNK, *SPECIAL_TOKENS)

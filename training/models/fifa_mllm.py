@@ -1,7 +1,7 @@
 """FiFa-MLLM (Fake-in-Facext, ../shared/papers/000_*; facts in ../shared/references/fifa.md §5):
 one face encoder feeds both the language model and the mask decoder.
 
-    image -> FaceEncoder (a CLIP-style ViT; FaRL ViT-B/16 in the paper) -> patch features I
+    image -> VisionTower (a CLIP-style ViT; FaRL ViT-B/16 in the paper) -> patch features I
     I -> Projector -> I' replaces the <image> tokens of the prompt
     bbox -> BoxEncoder (the patch features inside the box, pooled) -> Projector -> replaces <bbox>
     prompt -> causal LM -> answer tokens (text loss)
@@ -25,8 +25,8 @@ each configurable in `training.config.ModelConfig`:
   over the projected patch features, then Linear(D, 1) and Linear(D, categories).
 
 A FaRL checkpoint is in OpenAI CLIP's format (`visual.transformer.resblocks.N.attn.in_proj_weight`,
-...): `farl_to_hf` renames it for transformers' `CLIPVisionModel`, whose keys in
-transformers 5 have no `vision_model.` prefix.
+...): `training.models.components.farl_to_hf` renames it for transformers' `CLIPVisionModel`,
+whose keys in transformers 5 have no `vision_model.` prefix.
 """
 
 from __future__ import annotations
@@ -39,6 +39,14 @@ from torch import nn
 
 from training.config import LossConfig, ModelConfig
 from training.losses import counts, mask_loss, text_loss
+from training.models.components import (
+    VisionTower,
+    every_parameter_used,
+    language_model,
+    mlp2x_gelu,
+    seg_head,
+    splice_visual,
+)
 
 
 @dataclass
@@ -49,92 +57,6 @@ class FifaOutputs:
     cls_logits: torch.Tensor  # (B, categories)
     mask_logits: list[torch.Tensor]  # per sample (n_i, M, M): the artifact mask of each [SEG]
     region_logits: list[torch.Tensor]  # per sample (n_i, M, M)
-
-
-def vision_config(cfg: ModelConfig):
-    from transformers import CLIPVisionConfig
-
-    return CLIPVisionConfig(hidden_size=cfg.vision_hidden, intermediate_size=cfg.vision_intermediate,
-                            num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
-                            image_size=cfg.image_size, patch_size=cfg.patch_size, initializer_range=cfg.init_std)
-
-
-def farl_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An OpenAI-CLIP-format visual state dict (FaRL's checkpoints: keys under `visual.`, or
-    bare) as `CLIPVisionModel` keys.  The fused attention projection `in_proj` splits into
-    q, k, v; `proj` (the CLIP head) is not part of the vision tower and is dropped."""
-    out: dict[str, torch.Tensor] = {}
-    strip = "visual."
-    for key, value in state.items():
-        if key.startswith(strip):
-            key = key[len(strip):]
-        elif any(key.startswith(p) for p in ("transformer.", "token_embedding", "text_projection", "logit_scale",
-                                             "ln_final", "positional_embedding")) and "conv1.weight" in state:
-            continue  # a whole CLIP model passed bare: its text tower is not ours
-        if key == "conv1.weight":
-            out["embeddings.patch_embedding.weight"] = value
-        elif key == "class_embedding":
-            out["embeddings.class_embedding"] = value
-        elif key == "positional_embedding":
-            out["embeddings.position_embedding.weight"] = value
-        elif key.startswith("ln_pre."):
-            out["pre_layrnorm." + key.split(".", 1)[1]] = value
-        elif key.startswith("ln_post."):
-            out["post_layernorm." + key.split(".", 1)[1]] = value
-        elif key.startswith("transformer.resblocks."):
-            _, _, index, *rest = key.split(".")
-            name, prefix = ".".join(rest), f"encoder.layers.{index}."
-            if name in ("attn.in_proj_weight", "attn.in_proj_bias"):
-                kind = name.rsplit("_", 1)[1]
-                for part, chunk in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0), strict=True):
-                    out[f"{prefix}self_attn.{part}.{kind}"] = chunk.clone()
-            else:
-                renamed = {"attn.out_proj.weight": "self_attn.out_proj.weight",
-                           "attn.out_proj.bias": "self_attn.out_proj.bias",
-                           "ln_1.weight": "layer_norm1.weight", "ln_1.bias": "layer_norm1.bias",
-                           "ln_2.weight": "layer_norm2.weight", "ln_2.bias": "layer_norm2.bias",
-                           "mlp.c_fc.weight": "mlp.fc1.weight", "mlp.c_fc.bias": "mlp.fc1.bias",
-                           "mlp.c_proj.weight": "mlp.fc2.weight", "mlp.c_proj.bias": "mlp.fc2.bias"}.get(name)
-                if renamed is None:
-                    raise KeyError(f"unknown FaRL/CLIP key {key}")
-                out[prefix + renamed] = value
-        elif key == "proj":
-            continue
-        else:
-            raise KeyError(f"unknown FaRL/CLIP key {key}")
-    return out
-
-
-class FaceEncoder(nn.Module):
-    """A CLIP-style ViT: (B, 3, S, S) -> patch features (B, (S/P)^2, H) (CLS dropped)."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        from transformers import CLIPVisionModel
-
-        self.vit = CLIPVisionModel(vision_config(cfg))
-        self.grid = cfg.image_size // cfg.patch_size
-        if cfg.vision_checkpoint:
-            self.load(cfg.vision_checkpoint)
-
-    def load(self, path: str) -> None:
-        """A FaRL `.pth` (OpenAI-CLIP format, possibly under `state_dict`) or a transformers folder."""
-        from pathlib import Path
-
-        if Path(path).is_dir():
-            from transformers import CLIPVisionModel
-
-            self.vit = CLIPVisionModel.from_pretrained(path, local_files_only=True)
-            return
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-        missing, unexpected = self.vit.load_state_dict(farl_to_hf(state), strict=False)
-        missing = [k for k in missing if not k.endswith("position_ids")]
-        if missing or unexpected:
-            raise ValueError(f"{path}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.vit(pixel_values=pixel_values).last_hidden_state[:, 1:]
 
 
 class PixelDecoder(nn.Module):
@@ -160,11 +82,11 @@ class FifaMLLM(nn.Module):
         """`token_ids`: the ids of `<image>`, `<bbox>`, `[SEG]` and `pad` in the tokenizer."""
         super().__init__()
         self.cfg, self.loss_cfg, self.ids = cfg, loss or LossConfig(), dict(token_ids)
-        self.encoder = FaceEncoder(cfg)
-        self.lm = self._language_model(cfg, vocab_size)
+        self.encoder = VisionTower(cfg)
+        self.lm = language_model(cfg, vocab_size)
         hidden, dim = self.lm.config.hidden_size, cfg.decoder_dim
-        self.projector = nn.Sequential(nn.Linear(cfg.vision_hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
-        self.concept_head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+        self.projector = mlp2x_gelu(cfg.vision_hidden, hidden)
+        self.concept_head = seg_head(hidden, dim)
         self.region_embedding = nn.Parameter(torch.randn(dim) * cfg.init_std)
         self.artifact_embedding = nn.Parameter(torch.randn(dim) * cfg.init_std)
         self.mask_mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
@@ -176,33 +98,6 @@ class FifaMLLM(nn.Module):
         self.decoder = nn.TransformerDecoder(layer, cfg.decoder_layers)
         self.det_head = nn.Linear(dim, 1)
         self.cls_head = nn.Linear(dim, cfg.num_categories)
-        if cfg.freeze_vision:
-            self.encoder.requires_grad_(False)
-
-    @staticmethod
-    def _language_model(cfg: ModelConfig, vocab_size: int):
-        from transformers import AutoModelForCausalLM, LlamaConfig
-
-        if cfg.lm_checkpoint:
-            lm = AutoModelForCausalLM.from_pretrained(cfg.lm_checkpoint, local_files_only=True)
-        else:
-            lm = AutoModelForCausalLM.from_config(LlamaConfig(
-                vocab_size=vocab_size, hidden_size=cfg.lm_hidden, intermediate_size=cfg.lm_intermediate,
-                num_hidden_layers=cfg.lm_layers, num_attention_heads=cfg.lm_heads, num_key_value_heads=cfg.lm_heads,
-                max_position_embeddings=cfg.max_positions, initializer_range=cfg.init_std, tie_word_embeddings=False))
-        if lm.get_input_embeddings().num_embeddings != vocab_size:
-            lm.resize_token_embeddings(vocab_size)
-        if cfg.gradient_checkpointing:
-            lm.gradient_checkpointing_enable()
-        if cfg.lora_rank:
-            from peft import LoraConfig, get_peft_model
-
-            # As LISA: LoRA on q and v, and the embeddings and head trained whole, since the
-            # added tokens (<image>, [SEG], ...) start untrained in a pretrained LM.
-            lm = get_peft_model(lm, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.05,
-                                               target_modules=["q_proj", "v_proj"],
-                                               modules_to_save=["embed_tokens", "lm_head"]))
-        return lm
 
     # -- pieces --------------------------------------------------------------------------
 
@@ -222,22 +117,15 @@ class FifaMLLM(nn.Module):
               has_box: torch.Tensor) -> torch.Tensor:
         """Token embeddings with the <image> run replaced by the projected patches and each
         <bbox> by the projected box feature."""
-        embeds = self.lm.get_input_embeddings()(input_ids)
-        image = input_ids == self.ids["<image>"]
-        projected = self.projector(patches)
-        counts = image.sum(1)
-        if counts.any():
-            if not bool((counts[counts > 0] == patches.shape[1]).all()):
-                raise ValueError(f"a sample has {counts.tolist()} <image> tokens; the encoder gives {patches.shape[1]}")
-            embeds = embeds.clone()
-            embeds[image] = projected[counts > 0].reshape(-1, projected.shape[-1]).to(embeds.dtype)
+        embeds = splice_visual(self.lm.get_input_embeddings()(input_ids), input_ids, self.ids["<image>"],
+                               self.projector(patches))
         box = input_ids == self.ids["<bbox>"]
         if box.any():
             feats = self.projector(self.box_features(patches, boxes)).to(embeds.dtype)
             rows = box.nonzero()[:, 0]
             if not bool(has_box[rows].all()):
                 raise ValueError("a <bbox> token in a sample without a box")
-            embeds = embeds.clone() if not counts.any() else embeds
+            embeds = embeds.clone()
             embeds[box] = feats[rows]
         return embeds
 
@@ -295,10 +183,7 @@ class FifaMLLM(nn.Module):
         parts = {"det": det, "cls": cls, "text": text, "mask": mask, "artifact_mask": artifact_loss,
                  "region_mask": region_loss}
         loss = loss_cfg.det * det + loss_cfg.cls * cls + loss_cfg.text * text + loss_cfg.mask * mask
-        # Every trainable parameter takes part in every step (with a zero gradient where a
-        # batch has no mask, box or category), so each DDP process reduces the same
-        # gradients whatever its batch holds.
-        loss = loss + 0.0 * sum(p.reshape(-1)[0] for p in self.parameters() if p.requires_grad)
+        loss = every_parameter_used(loss, self)
         return FifaOutputs(loss=loss, parts=parts, det_logits=det_logits, cls_logits=cls_logits,
                            mask_logits=mask_logits, region_logits=region_logits)
 
@@ -311,3 +196,123 @@ def _masks_loss(terms: list[tuple[torch.Tensor, torch.Tensor]], cfg: LossConfig,
     logits = torch.cat([t[0] for t in terms])
     targets = torch.cat([t[1] for t in terms])
     return mask_loss(logits, targets, cfg.bce, cfg.dice, count)
+
+
+# --- the recipe: data, batches, evaluation -------------------------------------------------
+
+EXPLANATION_SUFFIXES = ("_toe", "_age")
+
+
+def build(config, tokenizer) -> FifaMLLM:
+    from training.data.tokenizer import BBOX, IMAGE, SEG
+
+    ids = {"<image>": tokenizer.convert_tokens_to_ids(IMAGE), "<bbox>": tokenizer.convert_tokens_to_ids(BBOX),
+           "[SEG]": tokenizer.convert_tokens_to_ids(SEG), "pad": tokenizer.pad_token_id}
+    return FifaMLLM(config.model, len(tokenizer), ids, config.loss)
+
+
+def samples_for(config, tokenizer, spec, split: str, train: bool = True):
+    from training.data.fifa import FifaSamples
+
+    m = config.model
+    return FifaSamples(spec, split=split, image_size=m.image_size, mask_size=m.mask_size, tokenizer=tokenizer,
+                       num_image_tokens=(m.image_size // m.patch_size) ** 2)
+
+
+def texts(spec, split: str):
+    from training.data.fifa import conversation_texts, open_shards
+
+    return conversation_texts(open_shards(spec, split))
+
+
+def collate_batch(examples, tokenizer) -> dict:
+    from training.data.fifa import collate
+
+    return collate(examples, tokenizer.pad_token_id)
+
+
+@torch.no_grad()
+def generate(model: FifaMLLM, tokenizer, example: dict, max_new_tokens: int) -> str:
+    """The model's greedy answer to the example's question."""
+    from training.data.text import prompt_ids
+    from training.models.components import generate_text
+
+    prompt = prompt_ids(example["input_ids"], example["labels"])[None]
+    patches = model.encoder(example["pixel_values"][None])
+    has_box = torch.tensor([example.get("bbox") is not None])
+    box = example["bbox"][None] if example.get("bbox") is not None else torch.zeros(1, 4)
+    return generate_text(model.lm, tokenizer, model.embed(prompt, patches, box, has_box), max_new_tokens)
+
+
+@torch.no_grad()
+def evaluate(model: FifaMLLM, tokenizer, config, data: str, split: str = "test", max_samples: int | None = None,
+             max_texts: int = 32, max_new_tokens: int = 64, batch_size: int = 8) -> dict:
+    """FiFa-Bench's metrics (`training/metrics.py`):
+
+    * detection: accuracy, AUC and ACER of the real/fake head, once per distinct image;
+    * categories: accuracy of the category head on fake images;
+    * masks: mIoU (and cIoU) of every [SEG] mask against the decoded ground truth, the masks
+      decoded from the hidden states of the reference answer (teacher forcing, as referring
+      segmentation is scored);
+    * texts: the answers the model generates (greedy) for the explanation tasks (*_toe,
+      *_age), scored by a METEOR-style overlap with the reference and by the precision and
+      recall of the FICT concepts they name against the sample's flagged concepts."""
+    import numpy as np
+
+    from training import metrics
+    from training.data.fifa import collate
+
+    samples = samples_for(config, tokenizer, data, split, train=False)
+    n = len(samples) if max_samples is None else min(len(samples), max_samples)
+    scores, fakes, seen = [], [], set()
+    predicted, target = [], []
+    mask_pairs = []
+    for start in range(0, n, batch_size):
+        examples = [samples[i] for i in range(start, min(n, start + batch_size))]
+        out = model(collate(examples, tokenizer.pad_token_id))
+        for i, example in enumerate(examples):
+            if example["image_id"] not in seen:  # one detection per distinct image
+                seen.add(example["image_id"])
+                scores.append(float(torch.sigmoid(out.det_logits[i])))
+                fakes.append(int(example["is_fake"]))
+                if example["category"] >= 0:
+                    predicted.append(int(out.cls_logits[i].argmax()))
+                    target.append(int(example["category"]))
+            for logits, gt in zip(out.mask_logits[i], example["masks"], strict=True):
+                mask_pairs.append(((logits > 0).numpy(), gt.numpy().astype(bool)))
+    answers = []
+    for i in range(n):
+        if len(answers) >= max_texts:
+            break
+        example = samples[i]
+        if not example["task"].endswith(EXPLANATION_SUFFIXES) or example["negative"]:
+            continue
+        answer = generate(model, tokenizer, example, max_new_tokens)
+        reference = example["conversations"][1]["value"]
+        answers.append({"meteor": metrics.meteor(answer, [plain_text(reference)]),
+                        **{f"concept_{k}": v for k, v in metrics.concept_mentions(answer, example["concepts"]).items()
+                           if k in ("precision", "recall")}})
+    return {
+        "split": split, "samples": n,
+        "detection": metrics.detection_metrics(np.asarray(scores), np.asarray(fakes)) if scores else None,
+        "category_accuracy": metrics.category_accuracy(predicted, target) if target else None,
+        "mask_miou": metrics.mean_iou(mask_pairs), "mask_ciou": metrics.cumulative_iou(mask_pairs),
+        "masks": len(mask_pairs), "texts_generated": len(answers), **metrics.aggregate(answers),
+    }
+
+
+def plain_text(text: str) -> str:
+    """An answer without its grounding markup, as a reference text."""
+    for token in ("<p>", "</p>", "[SEG]"):
+        text = text.replace(token, " ")
+    return " ".join(text.split())
+
+
+def _recipe():
+    from training.models import Recipe
+
+    return Recipe(build=build, dataset=samples_for, collate=collate_batch, counts=counts, texts=texts,
+                  evaluate=evaluate, data="fifa_instruct")
+
+
+RECIPE = _recipe()
