@@ -32,6 +32,34 @@ SOURCES: dict[str, str] = {
 }
 assert set(SOURCES.values()) == set(TASKS)
 
+# The label vocabularies the pipeline writes and the training metrics read.
+# The emotion each official name means, in one vocabulary: for the describer's wording
+# and for grouping in reports (the label column keeps the official name).
+EMOTION_OF = {
+    "happy": "happiness", "happiness": "happiness", "sad": "sadness", "sadness": "sadness",
+    "neutral": "neutral", "angry": "anger", "anger": "anger", "surprise": "surprise",
+    "disgust": "disgust", "fear": "fear", "contempt": "contempt", "anxiety": "anxiety",
+    "helplessness": "helplessness", "disappointment": "disappointment",
+}
+# FACS names (Ekman & Friesen), for the AUs DISFA and BP4D code.
+AU_NAMES = {
+    1: "Inner Brow Raiser", 2: "Outer Brow Raiser", 4: "Brow Lowerer", 5: "Upper Lid Raiser",
+    6: "Cheek Raiser", 7: "Lid Tightener", 9: "Nose Wrinkler", 10: "Upper Lip Raiser",
+    11: "Nasolabial Deepener", 12: "Lip Corner Puller", 13: "Cheek Puffer", 14: "Dimpler",
+    15: "Lip Corner Depressor", 16: "Lower Lip Depressor", 17: "Chin Raiser", 18: "Lip Pucker",
+    20: "Lip Stretcher", 22: "Lip Funneler", 23: "Lip Tightener", 24: "Lip Pressor", 25: "Lips Part",
+    26: "Jaw Drop", 27: "Mouth Stretch", 28: "Lip Suck",
+}
+# The 40 CelebA attributes, in the dataset's column order.
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
+    "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
+    "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open",
+    "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
+    "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
+    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+)
+
 
 def label_json(label: dict[str, Any]) -> str:
     """The `label` column's text: the task's JSON object, keys sorted, compact."""

@@ -25,17 +25,12 @@ import torch
 from training.config import RunConfig, load_config
 from training.data.tokenizer import load_tokenizer
 from training.models import recipe
-from training.train import latest_checkpoint, load_weights_file, model_for
+from training.train import checkpoint_folder, load_weights_file, model_for
 
 
 def load_checkpoint_model(path: str | Path) -> tuple[Path, RunConfig, Any, torch.nn.Module]:
     """(the checkpoint folder, its config, tokenizer and model) of a run folder or checkpoint folder."""
-    folder = Path(path)
-    if not (folder / "model.safetensors").is_file():
-        found = latest_checkpoint(folder)
-        if found is None:
-            raise SystemExit(f"evaluate.py: no checkpoint in {folder}")
-        folder = found
+    folder = checkpoint_folder(path)
     config = load_config(folder / "config.yaml")
     tokenizer = load_tokenizer(str(folder / "tokenizer")) if (folder / "tokenizer").is_dir() else None
     model = model_for(config, tokenizer)
@@ -74,6 +69,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="fifa_mllm: explanation samples answered by generation (default 32)")
     args = parser.parse_args(argv)
     options = {} if args.max_texts is None else {"max_texts": args.max_texts}
+    if options:
+        name = load_config(checkpoint_folder(args.checkpoint) / "config.yaml").model.name
+        if name != "fifa_mllm":
+            parser.error(f"--max_texts applies to fifa_mllm; this checkpoint is {name}")
     result = evaluate(args.checkpoint, args.data, args.split, args.max_samples, **options)
     if not result["samples"]:
         import sys

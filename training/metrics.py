@@ -331,42 +331,18 @@ def aggregate(rows: Iterable[Mapping[str, Any]]) -> dict[str, float | None]:
 # shapes are the `label` column's (README, "The FaceInstruct pipeline"):
 # {"expression": <official class name>}, {"aus": [active AU numbers]}, {"attributes":
 # [positive CelebA names]}, {"age": <int>}, {"fake": bool, "method": str | None}.
-# `training` may not import `pipelines`, so the vocabularies below repeat those of
-# `pipelines/faceinstruct/labels.py` (the tests check they are equal).
+# The vocabularies are the pipeline's own (`schemas.faceinstruct`).
 import json
 
+from schemas.faceinstruct import AU_NAMES, CELEBA_ATTRIBUTES, EMOTION_OF
 from schemas.faceinstruct import TASKS as FACE_TASKS
 
 __all__ += ["FACE_TASKS", "f1_per_label", "face_metrics", "mean_absolute_error", "parse_answer", "uar",
             "war"]
 
-# Official class name (lower case) -> the emotion it means: `labels.EMOTION_OF`.  Both a
-# parsed answer and a reference are compared as these emotion nouns, so RAF-DB's "Anger"
-# and DFEW's "Angry" are one class, as are the describer's "happiness" and DFEW's "Happy".
-EMOTION_OF: dict[str, str] = {
-    "happy": "happiness", "happiness": "happiness", "sad": "sadness", "sadness": "sadness",
-    "neutral": "neutral", "angry": "anger", "anger": "anger", "surprise": "surprise",
-    "disgust": "disgust", "fear": "fear", "contempt": "contempt", "anxiety": "anxiety",
-    "helplessness": "helplessness", "disappointment": "disappointment",
-}
-# FACS names of the AUs DISFA and BP4D code: `labels.AU_NAMES`.
-AU_NAMES: dict[int, str] = {
-    1: "Inner Brow Raiser", 2: "Outer Brow Raiser", 4: "Brow Lowerer", 5: "Upper Lid Raiser",
-    6: "Cheek Raiser", 7: "Lid Tightener", 9: "Nose Wrinkler", 10: "Upper Lip Raiser",
-    11: "Nasolabial Deepener", 12: "Lip Corner Puller", 13: "Cheek Puffer", 14: "Dimpler",
-    15: "Lip Corner Depressor", 16: "Lower Lip Depressor", 17: "Chin Raiser", 18: "Lip Pucker",
-    20: "Lip Stretcher", 22: "Lip Funneler", 23: "Lip Tightener", 24: "Lip Pressor", 25: "Lips Part",
-    26: "Jaw Drop", 27: "Mouth Stretch", 28: "Lip Suck",
-}
-# The 40 CelebA attributes: `labels.CELEBA_ATTRIBUTES`.
-CELEBA_ATTRIBUTES: tuple[str, ...] = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
-    "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
-    "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open",
-    "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
-    "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
-    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
-)
+# Both a parsed answer and a reference are compared as emotion nouns (`EMOTION_OF`), so
+# RAF-DB's "Anger" and DFEW's "Angry" are one class, as are the describer's "happiness" and
+# DFEW's "Happy".
 
 # --------------------------------------------------------------------------- metric blocks
 

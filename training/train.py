@@ -184,15 +184,22 @@ def optimizer_for(config: RunConfig, params: list[torch.nn.Parameter]) -> torch.
     return base(params, lr=t.lr, weight_decay=t.weight_decay, **options)
 
 
+def checkpoint_folder(path: str | Path) -> Path:
+    """A checkpoint folder itself, or a run folder's newest checkpoint; SystemExit naming the
+    folder when there is none."""
+    folder = Path(path)
+    if (folder / "model.safetensors").is_file():
+        return folder
+    found = latest_checkpoint(folder)
+    if found is None:
+        raise SystemExit(f"no checkpoint in {folder} (a run folder or a checkpoints/step-N folder)")
+    return found
+
+
 def load_weights(model, path: str) -> Path:
     """The weights of a run folder (its newest checkpoint) or a checkpoint folder, strictly:
     `train.init_from`, e.g. Face-LLaVA's stage 2 starting from its stage-1 run."""
-    folder = Path(path)
-    if not (folder / "model.safetensors").is_file():
-        found = latest_checkpoint(folder)
-        if found is None:
-            raise SystemExit(f"train.py: train.init_from={path}: no checkpoint there")
-        folder = found
+    folder = checkpoint_folder(path)
     load_weights_file(unwrap(model), folder / "model.safetensors")
     return folder
 

@@ -19,13 +19,13 @@ import hashlib
 import json
 import re
 
-from pipelines.faceinstruct.labels import EMOTION_OF, au_phrase, label_text
+from pipelines.faceinstruct.labels import au_phrase, label_text
 from pipelines.faceinstruct.measure import level
 from pipelines.faceinstruct.media import FaceMedia
 from pipelines.llm.request import ImagePart, LlmRequest
 from prompts.llm_prompts import PromptLibrary, load_face_prompts
 from schemas.common import TemplateRef
-from schemas.faceinstruct import FaceMeasures
+from schemas.faceinstruct import EMOTION_OF, FaceMeasures
 from schemas.llm import FaceDescription, FaceRating
 
 # --- what the measurements let a description say -----------------------------------------

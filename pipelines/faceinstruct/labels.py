@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.faceinstruct import AU_NAMES
+
 # --- expression -----------------------------------------------------------------------------
 
 # DFEW split CSVs, label 1..7 (official README "Notes").
@@ -27,26 +29,8 @@ AFFECTNET_NO_EXPRESSION = {8: "None", 9: "Uncertain", 10: "No-Face"}
 # RAF-DB basic, label 1..7.
 RAFDB_CLASSES = {1: "Surprise", 2: "Fear", 3: "Disgust", 4: "Happiness", 5: "Sadness", 6: "Anger", 7: "Neutral"}
 
-# The emotion each official name means, in one vocabulary: for the describer's wording
-# and for grouping in reports (the label column keeps the official name).
-EMOTION_OF = {
-    "happy": "happiness", "happiness": "happiness", "sad": "sadness", "sadness": "sadness",
-    "neutral": "neutral", "angry": "anger", "anger": "anger", "surprise": "surprise",
-    "disgust": "disgust", "fear": "fear", "contempt": "contempt", "anxiety": "anxiety",
-    "helplessness": "helplessness", "disappointment": "disappointment",
-}
-
 # --- action units ---------------------------------------------------------------------------
 
-# FACS names (Ekman & Friesen), for the AUs DISFA and BP4D code.
-AU_NAMES = {
-    1: "Inner Brow Raiser", 2: "Outer Brow Raiser", 4: "Brow Lowerer", 5: "Upper Lid Raiser",
-    6: "Cheek Raiser", 7: "Lid Tightener", 9: "Nose Wrinkler", 10: "Upper Lip Raiser",
-    11: "Nasolabial Deepener", 12: "Lip Corner Puller", 13: "Cheek Puffer", 14: "Dimpler",
-    15: "Lip Corner Depressor", 16: "Lower Lip Depressor", 17: "Chin Raiser", 18: "Lip Pucker",
-    20: "Lip Stretcher", 22: "Lip Funneler", 23: "Lip Tightener", 24: "Lip Pressor", 25: "Lips Part",
-    26: "Jaw Drop", 27: "Mouth Stretch", 28: "Lip Suck",
-}
 DISFA_AUS = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)
 # DISFA codes intensity 0-5 per frame; an AU counts as active from intensity 2, the
 # convention of the AU-detection literature (ME-GraphAU's `if AUIntensity >= 2`);
@@ -57,14 +41,6 @@ BP4D_PRESENT = 1
 
 # --- attributes -----------------------------------------------------------------------------
 
-CELEBA_ATTRIBUTES = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
-    "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
-    "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open",
-    "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
-    "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
-    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
-)
 # list_eval_partition: 0 train, 1 validation, 2 test; FaceInstruct has train and test only.
 CELEBA_SPLITS = {0: "train", 1: "test", 2: "test"}
 

@@ -14,7 +14,7 @@ import pytest
 from pipelines.faceinstruct import labels as fi_labels
 from pipelines.faceinstruct.describe import ORDER, OfflineDescriber
 from pipelines.faceinstruct.measure import BANDS
-from schemas.faceinstruct import TASKS, FaceItem, FaceMeasures
+from schemas.faceinstruct import FaceItem, FaceMeasures
 from training.metrics import (
     AU_NAMES,
     CELEBA_ATTRIBUTES,
@@ -27,17 +27,6 @@ from training.metrics import (
     uar,
     war,
 )
-
-# --------------------------------------------------------------------------- vocabularies
-
-
-def test_vocabularies_are_the_pipelines():
-    """`training` may not import `pipelines`, so metrics.py repeats these tables."""
-    assert FACE_TASKS == TASKS
-    assert EMOTION_OF == fi_labels.EMOTION_OF
-    assert AU_NAMES == fi_labels.AU_NAMES
-    assert CELEBA_ATTRIBUTES == fi_labels.CELEBA_ATTRIBUTES
-
 
 # --------------------------------------------------------------------------- building blocks
 

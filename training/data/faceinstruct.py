@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.data.fifa import CLIP_MEAN, CLIP_STD, open_shards
+from training.data.fifa import CLIP_MEAN, CLIP_STD, open_shards, require_columns
 from training.data.text import encode_conversation, pad_tokens
 
 __all__ = ["FaceInstructSamples", "collate_faces", "face_texts", "uniform_indices"]
@@ -49,6 +49,7 @@ def face_texts(spec: str | os.PathLike, split: str = "train") -> Iterator[str]:
     import pyarrow.compute as pc
 
     dataset = open_shards(spec, split)
+    require_columns(dataset, _COLUMNS, "FaceInstruct")
     column = dataset.select_columns(["conversations"]).with_format("arrow")["conversations"]
     for chunk in pc.list_flatten(column).chunks:
         yield from pc.struct_field(chunk, "value").to_pylist()
@@ -63,9 +64,7 @@ class FaceInstructSamples(torch.utils.data.Dataset):
                  num_frames: int = 8, tokenizer=None, tasks: Iterable[str] | None = None,
                  mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD):
         dataset = open_shards(source, split) if isinstance(source, (str, os.PathLike)) else source
-        missing = [c for c in _COLUMNS if c not in dataset.column_names]
-        if missing:
-            raise ValueError(f"{source}: not FaceInstruct shards (no column {', '.join(missing)})")
+        require_columns(dataset, _COLUMNS, "FaceInstruct")
         self.dataset = dataset.select_columns(list(_COLUMNS))
         if tasks is not None:
             keep = set(tasks)

@@ -135,6 +135,16 @@ def open_table(spec: str | os.PathLike, split: str = "train", *, config: str = D
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
+def require_columns(source, columns, dataset_name: str) -> None:
+    """A ValueError naming what is missing when `source` (a Dataset or Table) lacks any of
+    `columns`: e.g. FaceInstruct shards given to a model that reads FiFa-Instruct."""
+    names = source.column_names
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise ValueError(f"these shards are not {dataset_name} shards: no column {', '.join(missing)} "
+                         f"(they have {', '.join(names[:8])}{', ...' if len(names) > 8 else ''})")
+
+
 def _table_of(dataset) -> Any:
     """The pyarrow Table under a `datasets.Dataset` (rows in its order)."""
     if getattr(dataset, "_indices", None) is None:
@@ -212,6 +222,7 @@ class FifaSamples(torch.utils.data.Dataset):
         self.rows, self.subs = self._index(None if tasks is None else set(tasks))
 
     def _set_source(self, source) -> None:
+        require_columns(source, _ROW_COLUMNS, "FiFa-Instruct")
         if _is_table(source):
             self._table, self._dataset = source.select(list(_ROW_COLUMNS)), None
         elif getattr(source, "_indices", None) is None and hasattr(source, "data"):

@@ -147,9 +147,10 @@ class CoritSamples(torch.utils.data.Dataset):
 
     def __init__(self, spec, split: str, image_size: int, patch_size: int, *, work_size: int = 256,
                  seed: int | None = None, sbi=None):
-        from training.data.fifa import open_shards
+        from training.data.fifa import open_shards, require_columns
 
         dataset = open_shards(spec, split)
+        require_columns(dataset, [c for c in self.COLUMNS if c != "landmarks"], "FiFa-Instruct")
         if "landmarks" not in dataset.column_names:
             raise ValueError(f"{spec}: the shards have no landmarks column (FiFa-Instruct made before it was "
                              "added); re-run the pipeline to train CoRIT")

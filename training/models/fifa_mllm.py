@@ -220,9 +220,11 @@ def samples_for(config, tokenizer, spec, split: str, train: bool = True):
 
 
 def texts(spec, split: str):
-    from training.data.fifa import conversation_texts, open_shards
+    from training.data.fifa import _ROW_COLUMNS, conversation_texts, open_shards, require_columns
 
-    return conversation_texts(open_shards(spec, split))
+    shards = open_shards(spec, split)
+    require_columns(shards, _ROW_COLUMNS, "FiFa-Instruct")
+    return conversation_texts(shards)
 
 
 def collate_batch(examples, tokenizer) -> dict:

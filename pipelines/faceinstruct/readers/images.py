@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pipelines.faceinstruct.labels import (
     AFFECTNET_CLASSES,
     AFFECTNET_NO_EXPRESSION,
-    CELEBA_ATTRIBUTES,
     CELEBA_SPLITS,
     RAFDB_CLASSES,
 )
@@ -23,6 +22,7 @@ from pipelines.faceinstruct.readers.base import (
     lines,
 )
 from schemas.common import RejectReason
+from schemas.faceinstruct import CELEBA_ATTRIBUTES
 
 
 def _csv_rows(tree: SourceTree, rel: str, delimiter: str = ","):

@@ -14,10 +14,9 @@ import json
 import os
 
 from pipelines.common.manifest import manifest_name, resolve
-from pipelines.faceinstruct.labels import CELEBA_ATTRIBUTES, EMOTION_OF
 from pipelines.vision.video import VIDEO_SUFFIXES
 from schemas.common import RejectReason, Stage
-from schemas.faceinstruct import SPLITS, TASKS, FaceItem, RejectedItem
+from schemas.faceinstruct import CELEBA_ATTRIBUTES, EMOTION_OF, SPLITS, TASKS, FaceItem, RejectedItem
 
 REQUIRED = ("media", "task", "label")
 

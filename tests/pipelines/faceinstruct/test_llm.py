@@ -14,7 +14,7 @@ import pytest
 
 from build_tools.fakes.face_model import describe, face_responder, prompt_label
 from build_tools.fakes.llm_server import LocalLlmServer
-from pipelines.faceinstruct.labels import EMOTION_OF
+from schemas.faceinstruct import EMOTION_OF
 
 pytestmark = pytest.mark.slow
 
