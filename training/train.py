@@ -138,9 +138,9 @@ def seed_everything(seed: int) -> None:
 
 
 def tokenizer_for(config: RunConfig, out: Path, dist: Dist):
-    """The config's tokenizer; else the run's own (`OUT/tokenizer`, built by rank 0 from the
-    shards' text the first time and saved, so a resumed run and every rank use the same);
-    None for a model that reads no text."""
+    """The config's tokenizer; else that of the `train.init_from` checkpoint; else the run's
+    own (`OUT/tokenizer`, built by rank 0 from the shards' text the first time and saved, so
+    a resumed run and every rank use the same); None for a model that reads no text."""
     from training.data.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
     from training.models import recipe
 
@@ -149,6 +149,10 @@ def tokenizer_for(config: RunConfig, out: Path, dist: Dist):
         return None
     if config.data.tokenizer:
         return load_tokenizer(config.data.tokenizer)
+    if config.train.init_from:  # the weights' own tokenizer: their embedding rows are its ids
+        started = checkpoint_folder(config.train.init_from) / "tokenizer"
+        if started.is_dir():
+            return load_tokenizer(str(started))
     folder = out / "tokenizer"
     if dist.main and not folder.is_dir():
         texts = (t for spec in config.data.data for t in texts_of(spec, config.data.split))
