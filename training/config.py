@@ -118,6 +118,7 @@ class CoritConfig(VisionTowerConfig):
     coherence: float = 0.0  # RRM's threshold on cos(CGP of a token, its region's anchor)
     refine: bool = True  # RRM on; False: plain region pooling
     probe_norm: bool = False  # a BatchNorm without affine before the linear head (MAE's linear probe)
+    sbi_size: int = 256  # the side at which a crop is self-blended, before resizing to image_size
 
 
 @dataclass

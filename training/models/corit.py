@@ -239,7 +239,8 @@ def build(config, tokenizer=None) -> Corit:
 
 def samples_for(config, tokenizer, spec, split: str, train: bool = True) -> CoritSamples:
     m = config.model
-    return CoritSamples(spec, split, m.image_size, m.patch_size, seed=None if train else config.train.seed)
+    return CoritSamples(spec, split, m.image_size, m.patch_size, work_size=m.sbi_size,
+                        seed=None if train else config.train.seed)
 
 
 @torch.no_grad()
