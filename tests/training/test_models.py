@@ -107,8 +107,8 @@ def test_frgca_takes_image_and_video_token_counts(keep_cls):
         model.embed(ids, pixels, landmarks, torch.tensor([2, 7]))
 
 
-def test_frgca_moves_a_patch_towards_the_nearby_regions_value():
-    """With the landmarks moved, the visual tokens change (the landmarks reach the LM)."""
+def test_the_landmarks_reach_the_visual_tokens():
+    """Other landmarks on the same pixels give other visual tokens (FRLP and FRGCA are on the path)."""
     model = face_llava()
     pixels = torch.randn(2, 3, 32, 32)
     a = model.visual_tokens(pixels, face_landmarks(2, seed=1))

@@ -133,3 +133,18 @@ def test_a_model_given_the_other_datasets_shards_says_so(fifa_shards, faceinstru
             train(["--config", str(CONFIGS / model / "tiny.yaml"), "--data", str(data),
                    "--output_dir", str(tmp_path / model), "--max_steps", "1"])
         assert not (tmp_path / model / "checkpoints").exists()
+
+
+def test_corit_refuses_bad_landmarks_when_the_data_is_opened(fifa_shards, tmp_path):
+    import datasets
+
+    from training.models.corit import CoritSamples
+
+    shards = datasets.load_from_disk(str(fifa_shards))
+    broken = shards["train"].map(lambda row, i: {"landmarks": [[float("nan"), 0.5]] * 68 if i == 1
+                                                 else row["landmarks"]}, with_indices=True)
+    broken.save_to_disk(str(tmp_path / "broken"))
+    bad_id = broken[1]["image_id"]
+    with pytest.raises(ValueError, match=f"not 68 finite .* on {bad_id}"):
+        CoritSamples(str(tmp_path / "broken"), "train", 64, 8)
+    assert len(CoritSamples(str(fifa_shards), "train", 64, 8)) == 12

@@ -65,7 +65,11 @@ class FaceInstructSamples(torch.utils.data.Dataset):
                  mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD):
         dataset = open_shards(source, split) if isinstance(source, (str, os.PathLike)) else source
         require_columns(dataset, _COLUMNS, "FaceInstruct")
-        self.dataset = dataset.select_columns(list(_COLUMNS))
+        import datasets
+
+        # The crops stay encoded until __getitem__ picks the ones it uses (a video row reads
+        # its frames, never the middle-frame `image`).
+        self.dataset = dataset.select_columns(list(_COLUMNS)).cast_column("image", datasets.Image(decode=False))
         if tasks is not None:
             keep = set(tasks)
             task_column = self.dataset.select_columns(["task"]).with_format("arrow")["task"].to_pylist()

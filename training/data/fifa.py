@@ -56,7 +56,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # FaRL and OpenAI CLIP normalis
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_CONFIG = "default"  # the Hub export's config that holds every sample
 # The columns an example reads; the rest of a row (provenance, evidence) is never touched.
-_ROW_COLUMNS = ("image_id", "pair_id", "image", "is_fake", "category", "samples")
+ROW_COLUMNS = ("image_id", "pair_id", "image", "is_fake", "category", "samples")
 
 
 # --------------------------------------------------------------------------- reading
@@ -222,13 +222,13 @@ class FifaSamples(torch.utils.data.Dataset):
         self.rows, self.subs = self._index(None if tasks is None else set(tasks))
 
     def _set_source(self, source) -> None:
-        require_columns(source, _ROW_COLUMNS, "FiFa-Instruct")
+        require_columns(source, ROW_COLUMNS, "FiFa-Instruct")
         if _is_table(source):
-            self._table, self._dataset = source.select(list(_ROW_COLUMNS)), None
+            self._table, self._dataset = source.select(list(ROW_COLUMNS)), None
         elif getattr(source, "_indices", None) is None and hasattr(source, "data"):
-            self._table, self._dataset = source.data.table.select(list(_ROW_COLUMNS)), None
+            self._table, self._dataset = source.data.table.select(list(ROW_COLUMNS)), None
         else:  # a selected or shuffled Dataset view: read its rows through the view
-            self._table, self._dataset = None, source.select_columns(list(_ROW_COLUMNS)).with_format("arrow")
+            self._table, self._dataset = None, source.select_columns(list(ROW_COLUMNS)).with_format("arrow")
 
     def _index(self, tasks: set[str] | None) -> tuple[np.ndarray, np.ndarray]:
         """(row, sample-in-row) of every example, from the samples column's list lengths (and

@@ -163,6 +163,13 @@ class CoritSamples(torch.utils.data.Dataset):
         missing = pc.sum(pc.is_null(self.table.column("landmarks"))).as_py()
         if missing:
             raise ValueError(f"{spec}: {missing} rows have no landmarks")
+        bad = [image_id for image_id, points in zip(self.table.column("image_id").to_pylist(),
+                                                   self.table.column("landmarks").to_pylist(), strict=True)
+               if np.asarray(points, dtype=np.float64).shape != (68, 2)
+               or not np.isfinite(np.asarray(points, dtype=np.float64)).all()]
+        if bad:
+            raise ValueError(f"{spec}: landmarks that are not 68 finite (x, y) points on {', '.join(bad[:5])}"
+                             f"{' and more' if len(bad) > 5 else ''}")
         self.image_size, self.grid, self.work_size, self.seed = image_size, image_size // patch_size, work_size, seed
         self.sbi = sbi
 

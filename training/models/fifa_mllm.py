@@ -220,10 +220,10 @@ def samples_for(config, tokenizer, spec, split: str, train: bool = True):
 
 
 def texts(spec, split: str):
-    from training.data.fifa import _ROW_COLUMNS, conversation_texts, open_shards, require_columns
+    from training.data.fifa import ROW_COLUMNS, conversation_texts, open_shards, require_columns
 
     shards = open_shards(spec, split)
-    require_columns(shards, _ROW_COLUMNS, "FiFa-Instruct")
+    require_columns(shards, ROW_COLUMNS, "FiFa-Instruct")
     return conversation_texts(shards)
 
 
