@@ -31,6 +31,11 @@ from schemas.llm import Explanation, Rating
 OUTLINE_BGR = (0, 255, 0)
 OUTLINE_NAME = "green"
 OUTLINE_PX = 2
+# The outlined crops are made for one prompt each (two per flagged concept), so their
+# encoding is on the describe stage's path: PNG took 25 ms a crop, two cores' worth at
+# 80 calls/s, where JPEG at 95 with full-resolution colour (4:4:4, so the thin outline
+# keeps its hue) takes 1 ms and a fifth of the bytes.  The stored crops stay PNG.
+OUTLINE_JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
 
 
 class PairImages:
@@ -62,7 +67,7 @@ class PairImages:
             parts = []
             for image in self._decoded:
                 drawn = cv2.drawContours(image.copy(), contours, -1, OUTLINE_BGR, OUTLINE_PX)
-                parts.append(ImagePart(cv2.imencode(".png", drawn, [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()))
+                parts.append(ImagePart(cv2.imencode(".jpg", drawn, OUTLINE_JPEG)[1].tobytes(), "image/jpeg"))
             self._outlined[node_id] = (parts[0], parts[1])
         return self._outlined[node_id]
 

@@ -141,7 +141,7 @@ def dry_run(settings) -> str:
         for i, (request, (backend, model)) in enumerate(zip(plan.requests, plan.backends, strict=True)):
             names = []
             for image in request.images:
-                name = f"images/{image.sha256[:16]}.png"
+                name = f"images/{image.sha256[:16]}{image.extension}"
                 if name not in images_written:
                     _write(join(root, name), image.data)
                     images_written.add(name)

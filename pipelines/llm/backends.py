@@ -136,10 +136,6 @@ def openai_schema(schema: dict) -> dict:
     return schema
 
 
-def data_url(image) -> str:
-    return f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode()}"
-
-
 class OpenAIBackend(Backend):
     """OpenAI's chat completions, or any server speaking that protocol at `base_url`."""
 
@@ -155,7 +151,7 @@ class OpenAIBackend(Backend):
     def body(self, request: LlmRequest) -> dict:
         """The chat-completions request body (also one line of a batch file)."""
         content = [{"type": "text", "text": request.user}]
-        content += [{"type": "image_url", "image_url": {"url": data_url(i)}} for i in request.images]
+        content += [{"type": "image_url", "image_url": {"url": i.data_url}} for i in request.images]
         messages = [{"role": "system", "content": request.system}, {"role": "user", "content": content}]
         if request.correction:
             messages += [{"role": "assistant", "content": request.correction[0]},

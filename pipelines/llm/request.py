@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 
 from pydantic import BaseModel
 
@@ -19,6 +20,11 @@ IMAGE_TOKENS = {"gemini": 258, "openai": 255, "openai-compatible": 255}
 CHARS_PER_TOKEN = 4
 
 
+@cache
+def _schema_json(schema: type[BaseModel]) -> str:
+    return json.dumps(schema.model_json_schema())
+
+
 @dataclass(frozen=True)
 class ImagePart:
     data: bytes
@@ -27,6 +33,16 @@ class ImagePart:
     @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
+
+    @cached_property
+    def data_url(self) -> str:
+        """The image inline, as the chat-completions protocol takes it.  A pair's crops go
+        into most of its prompts, so each is encoded once."""
+        return f"data:{self.mime_type};base64,{base64.b64encode(self.data).decode()}"
+
+    @property
+    def extension(self) -> str:
+        return {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}[self.mime_type]
 
 
 @dataclass(frozen=True)
@@ -48,7 +64,9 @@ class LlmRequest:
     correction: tuple[str, str] | None = field(default=None)
 
     def json_schema(self) -> dict:
-        return self.schema.model_json_schema()
+        """The answer's JSON schema, a fresh copy (pydantic takes a millisecond or two to
+        generate it, under the GIL, and every call needs it twice)."""
+        return json.loads(_schema_json(self.schema))
 
     def key(self, backend: str, model: str) -> str:
         """Content address: everything that can change the answer, nothing else (no key,
