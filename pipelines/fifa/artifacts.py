@@ -78,6 +78,9 @@ class MaskConfig:
     grow_px: int = 4  # ...by at most this many pixels
     texture_sigma: float = 3.0  # a third seed: the change's energy averaged over ~this many px (0: off)
     texture_threshold: float = 3.0  # ...above max(this, noise): fine textures (lines, freckles)
+    # A fourth seed: the unsmoothed largest change above max(this, noise), for lines one or
+    # two pixels wide that the 1 px smoothing halves (0: off).
+    raw_seed_floor: float = 4.0
     trim_level: float = 4.0  # the mask keeps pixels whose own largest channel change exceeds this
     # global change: the face's median colour or tone shift, or its fine-detail ratio
     max_face_shift: float = 2.0  # grey levels
@@ -302,6 +305,8 @@ def hysteresis_steps(real: np.ndarray, signed: np.ndarray, valid: np.ndarray,
         energy = cv2.resize(cv2.GaussianBlur(cv2.resize(raw, (w // 2, h // 2), interpolation=cv2.INTER_AREA),
                                              (0, 0), config.texture_sigma / 2), (w, h), interpolation=cv2.INTER_LINEAR)
         seeds |= energy > model.level_map(energy, k, config.texture_threshold)
+    if config.raw_seed_floor > 0:
+        seeds |= raw > model.level_map(raw, k, config.raw_seed_floor)
     strong = (largest > 2 * level) | (shift > 2 * level_shift)
     # A small change that stands far above the noise (a mole, an iris) is kept.
     seeds = _drop_small((seeds & valid).astype(np.uint8), config.min_seed_px) \

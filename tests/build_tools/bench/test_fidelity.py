@@ -78,3 +78,35 @@ def test_the_command_writes_both_sets_per_family(tmp_path, capsys):
 
     drawn = cv2.imread(str(picture))
     assert drawn is not None and 0.5 < drawn.shape[0] / drawn.shape[1] < 0.8  # three rows (one: 0.2)
+
+
+def test_the_ceiling_is_what_the_truth_allows():
+    """The ceiling finds an edit exactly where nothing hides it, drops below 1 where noise of
+    the edit's own size does, and is never below what one fixed threshold reaches."""
+    import numpy as np
+
+    from build_tools.bench.fidelity import ceiling_iou
+
+    rng = np.random.default_rng(0)
+    real = rng.integers(40, 200, (256, 256, 3), dtype=np.uint8)
+    fake = real.copy()
+    truth = np.zeros((256, 256), bool)
+    truth[80:120, 60:140] = True
+    fake[truth] += 12
+    assert ceiling_iou(real, fake, truth) == 1.0
+    # A 6-level edit under compression-sized noise (uniform +-6) on both images.
+    fake = real.astype(int)
+    fake[truth] += 6
+    noisy_real = np.clip(real + rng.integers(-6, 7, real.shape), 0, 255).astype(np.uint8)
+    noisy_fake = np.clip(fake + rng.integers(-6, 7, real.shape), 0, 255).astype(np.uint8)
+    ceiling = ceiling_iou(noisy_real, noisy_fake, truth)
+    fixed = np.abs(noisy_fake.astype(int) - noisy_real).max(axis=2) > 8
+    assert np.count_nonzero(fixed & truth) / np.count_nonzero(fixed | truth) <= ceiling < 1.0
+
+
+def test_scored_pairs_carry_their_ceiling(measured):
+    pairs, summary = measured
+    local = [p for p in pairs if p["expect"] == "local"]
+    assert all(0 < p["ceiling"] <= 1 for p in local)
+    # These edits are 15-30 levels: the truth is nearly all there to find.
+    assert summary["mean_ceiling"] >= 0.85 and summary["families"]["lip_recolor"]["ceiling"] is not None
