@@ -163,6 +163,7 @@ class LlmCall:
     status: int | None = None  # HTTP status (0: connection dropped); a batch line's status_code
     fault: Fault | None = None
     answer: str | None = None
+    media_types: tuple[str, ...] = ()  # each image's (or video's) media type, in order
     prompt_tokens: int = 0
     completion_tokens: int = 0
     api_key: str | None = field(default=None, repr=False)
@@ -319,9 +320,49 @@ def default_responder(call: LlmCall) -> dict | str:
 # Parsing generation requests
 
 
-def _parse_openai(body: dict) -> tuple[str, str, int, dict | None, bool]:
+# What each provider takes inline, and the first bytes of each image type: a request whose
+# media is of another type, or whose image bytes are not what they say, is refused with 400
+# as they do.
+MEDIA_TYPES = {"openai": ("image/png", "image/jpeg", "image/webp", "image/gif"),
+               "gemini": ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif",
+                          "video/mp4", "video/mpeg", "video/mov", "video/avi", "video/x-flv", "video/mpg",
+                          "video/webm", "video/wmv", "video/3gpp")}
+_MAGIC = {"image/png": (b"\x89PNG",), "image/jpeg": (b"\xff\xd8\xff",), "image/webp": (b"RIFF",),
+          "image/gif": (b"GIF87a", b"GIF89a")}
+
+
+def _media_type(protocol: str, media_type: str, data: str) -> str:
+    """`media_type` after checking it against the protocol and the data's first bytes."""
+    import base64
+    import binascii
+
+    if media_type not in MEDIA_TYPES[protocol]:
+        raise _HttpError(400, f"Unsupported media type {media_type!r}: use one of {', '.join(MEDIA_TYPES[protocol])}.")
+    try:  # google-genai sends the URL-safe alphabet
+        head = base64.b64decode(data[:24].replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raise _HttpError(400, "Invalid image: the data is not base64.") from None
+    if media_type in _MAGIC and not head.startswith(_MAGIC[media_type]):
+        raise _HttpError(400, f"Invalid image: the data is not {media_type}.")
+    return media_type
+
+
+def _openai_image(part: dict) -> str:
+    url = part.get("image_url")
+    url = url.get("url") if isinstance(url, dict) else url
+    if not isinstance(url, str):
+        raise _HttpError(400, "An image_url part needs a url.")
+    if not url.startswith("data:"):
+        return "url"
+    header, _, data = url.partition(",")
+    if not header.endswith(";base64"):
+        raise _HttpError(400, "Invalid image: a data URL must be base64.")
+    return _media_type("openai", header[len("data:"):-len(";base64")], data)
+
+
+def _parse_openai(body: dict) -> tuple[str, str, list[str], dict | None, bool]:
     texts: list[str] = []
-    images = 0
+    images: list[str] = []
     for message in body.get("messages") or []:
         if not isinstance(message, dict):
             continue
@@ -335,7 +376,7 @@ def _parse_openai(body: dict) -> tuple[str, str, int, dict | None, bool]:
                 if part.get("type") == "text" or ("text" in part and isinstance(part["text"], str)):
                     texts.append(part.get("text") or "")
                 elif part.get("type") in ("image_url", "input_image") or "image_url" in part:
-                    images += 1
+                    images.append(_openai_image(part))
     response_format = body.get("response_format") or {}
     schema = None
     json_mode = False
@@ -357,12 +398,11 @@ def _g(obj: Any, camel: str, snake: str | None = None) -> Any:
     return obj.get(snake or re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), camel))
 
 
-def _parse_gemini(body: dict) -> tuple[str, int, dict | None, bool]:
+def _parse_gemini(body: dict) -> tuple[str, list[str], dict | None, bool]:
     texts: list[str] = []
-    images = 0
+    images: list[str] = []
 
     def parts_of(content: Any) -> None:
-        nonlocal images
         if isinstance(content, str):
             texts.append(content)
             return
@@ -373,8 +413,11 @@ def _parse_gemini(body: dict) -> tuple[str, int, dict | None, bool]:
                 continue
             if isinstance(part.get("text"), str) and not part.get("thought"):
                 texts.append(part["text"])
-            if _g(part, "inlineData") is not None or _g(part, "fileData") is not None:
-                images += 1
+            inline = _g(part, "inlineData")
+            if isinstance(inline, dict):
+                images.append(_media_type("gemini", str(_g(inline, "mimeType") or ""), str(inline.get("data") or "")))
+            elif _g(part, "fileData") is not None:
+                images.append(str(_g(_g(part, "fileData"), "mimeType") or "file"))
 
     system = _g(body, "systemInstruction")
     if system is not None:
@@ -567,7 +610,7 @@ class LocalLlmServer(LocalHttpServer):
                 raise _HttpError(400, "The request body must be a JSON object.")
             text, images, schema, json_mode = _parse_gemini(body)
             model = _strip_model(str(body.get("model") or model))
-        return LlmCall(protocol=protocol, model=model, text=text, images=images,
+        return LlmCall(protocol=protocol, model=model, text=text, images=len(images), media_types=tuple(images),
                        schema=schema if isinstance(schema, dict) else None, body=body,
                        kind=kind, json_mode=json_mode, path=path, batch=batch, key=key,
                        started=time.monotonic(), api_key=api_key)

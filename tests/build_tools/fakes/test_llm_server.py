@@ -162,6 +162,28 @@ def test_openai_structured_output_with_image():
         assert [c.index for c in server.generation_calls()] == [0, 1, 2]
 
 
+def test_images_of_a_type_the_provider_does_not_take_or_not_what_they_say_are_refused():
+    import base64
+
+    def message(media_type: str, data: bytes) -> list[dict]:
+        url = f"data:{media_type};base64," + base64.b64encode(data).decode()
+        return [{"role": "user", "content": [{"type": "text", "text": "Explain."},
+                                             {"type": "image_url", "image_url": {"url": url}}]}]
+
+    with LocalLlmServer() as server:
+        client = _openai(server)
+        for media_type, data, said in (("image/tiff", PNG, "Unsupported media type 'image/tiff'"),
+                                       ("image/jpeg", PNG, "the data is not image/jpeg")):
+            with pytest.raises(openai.BadRequestError, match=said):
+                client.chat.completions.create(model=MODEL_OPENAI, messages=message(media_type, data))
+        client.chat.completions.create(model=MODEL_OPENAI, messages=message("image/png", PNG))
+        assert [c.media_types for c in server.generation_calls()] == [("image/png",)]
+        gemini = _gemini(server)
+        with pytest.raises(genai_errors.ClientError, match="the data is not image/webp"):
+            gemini.models.generate_content(
+                model=MODEL_GEMINI, contents=[types.Part.from_bytes(data=PNG, mime_type="image/webp"), "Explain."])
+
+
 def test_gemini_structured_output_with_image():
     with LocalLlmServer() as server:
         client = _gemini(server)
@@ -176,7 +198,8 @@ def test_gemini_structured_output_with_image():
         assert response.model_version == MODEL_GEMINI
 
         [call] = server.generation_calls()
-        assert (call.protocol, call.model, call.images) == ("gemini", MODEL_GEMINI, 1)
+        assert (call.protocol, call.model, call.images, call.media_types) == ("gemini", MODEL_GEMINI, 1,
+                                                                              ("image/png",))
         assert call.text == "You are a forensic analyst.\nExplain the fake."
         # google-genai sends response_json_schema as generationConfig.responseJsonSchema, unchanged.
         assert call.body["generationConfig"]["responseJsonSchema"] == ANSWER_SCHEMA

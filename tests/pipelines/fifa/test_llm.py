@@ -288,7 +288,10 @@ def test_gemini_backend_sends_images_and_json_schema_and_reruns_free(good_pairs,
     assert calls and all(c.protocol == "gemini" and c.model == "gemini-2.5-flash" for c in calls)
     assert all(c.schema is not None for c in calls)
     concept_calls = [c for c in calls if "is outlined in" in c.text]
-    assert concept_calls and all(c.images == 2 for c in concept_calls)  # real and fake, outlined
+    # Real and fake, outlined (made for this prompt: JPEG); the rating sees the stored crops.
+    assert concept_calls and all(c.media_types == ("image/jpeg", "image/jpeg") for c in concept_calls)
+    rating_calls = [c for c in calls if c.status == 200 and "label_accuracy" in json.dumps(c.schema)]
+    assert rating_calls and all(c.media_types == ("image/png", "image/png") for c in rating_calls)
     report = json.loads((tmp_path / "out" / "run_report.json").read_text())
     assert report["adds_up"] and report["pairs_written"] == 1
     assert report["rejected"]["by_reason"] == {"low_rating": 1}

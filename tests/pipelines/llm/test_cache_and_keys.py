@@ -25,13 +25,15 @@ from schemas.common import TemplateRef
 from schemas.llm import Explanation, Rating, Usage
 from tests import REPO
 
-IMAGE = bytes(range(256)) * 4
+# Servers check an image's first bytes against its type, so both start as PNGs do.
+IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+OTHER = b"\x89PNG\r\n\x1a\n" + bytes(range(255, -1, -1)) * 4
 TEMPLATE = TemplateRef(id="fifa_concept_explanation@v1", version="0123456789ab")
 
 
 def _request(**changes) -> LlmRequest:
     base = LlmRequest(template=TEMPLATE, system="You are an analyst.", user="Explain the nose.",
-                      schema=Explanation, images=(ImagePart(IMAGE), ImagePart(IMAGE[::-1])))
+                      schema=Explanation, images=(ImagePart(IMAGE), ImagePart(OTHER)))
     return replace(base, **changes)
 
 
@@ -45,7 +47,7 @@ BASE_KEY = ("gemini", "gemini-2.5-flash")
 def _flipped_image() -> tuple[ImagePart, ...]:
     data = bytearray(IMAGE)
     data[517] ^= 0x01
-    return (ImagePart(bytes(data)), ImagePart(IMAGE[::-1]))
+    return (ImagePart(bytes(data)), ImagePart(OTHER))
 
 
 VARIANTS = {
@@ -54,7 +56,7 @@ VARIANTS = {
     "system": (_request(system="You are an analyst!"), BASE_KEY),
     "user": (_request(user="Explain the nose. "), BASE_KEY),
     "image byte": (_request(images=_flipped_image()), BASE_KEY),
-    "image order": (_request(images=(ImagePart(IMAGE[::-1]), ImagePart(IMAGE))), BASE_KEY),
+    "image order": (_request(images=(ImagePart(OTHER), ImagePart(IMAGE))), BASE_KEY),
     "image dropped": (_request(images=(ImagePart(IMAGE),)), BASE_KEY),
     "temperature": (_request(temperature=0.2), BASE_KEY),
     "max_output_tokens": (_request(max_output_tokens=1025), BASE_KEY),
@@ -87,20 +89,21 @@ def test_key_is_stable_otherwise():
     # A new but equal request (new image objects, copied bytes) has the same key.
     again = LlmRequest(template=TemplateRef(id=TEMPLATE.id, version=TEMPLATE.version),
                        system="You are an analyst.", user="Explain the nose.", schema=Explanation,
-                       images=(ImagePart(bytes(bytearray(IMAGE))), ImagePart(IMAGE[::-1])))
+                       images=(ImagePart(bytes(bytearray(IMAGE))), ImagePart(OTHER)))
     assert again.key(*BASE_KEY) == key
     assert _request().key(*BASE_KEY) == key  # and asking twice gives the same answer
 
 
-_SUBPROCESS = """
+_SUBPROCESS = r"""
 from pipelines.llm.request import ImagePart, LlmRequest
 from schemas.common import TemplateRef
 from schemas.llm import Explanation, Rating
 
-IMAGE = bytes(range(256)) * 4
+IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+OTHER = b"\x89PNG\r\n\x1a\n" + bytes(range(255, -1, -1)) * 4
 base = LlmRequest(template=TemplateRef(id="fifa_concept_explanation@v1", version="0123456789ab"),
                   system="You are an analyst.", user="Explain the nose.", schema=Explanation,
-                  images=(ImagePart(IMAGE), ImagePart(IMAGE[::-1])))
+                  images=(ImagePart(IMAGE), ImagePart(OTHER)))
 print(base.key("gemini", "gemini-2.5-flash"))
 print(base.key("openai", "gpt-4o-mini"))
 print(base.corrected("{}", "explanation: field required").key("gemini", "gemini-2.5-flash"))
