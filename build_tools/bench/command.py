@@ -54,9 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train: fifa_mllm, face_llava, aap, corit (comma-separated) or all (default fifa_mllm)")
     parser.add_argument("--copies", type=int, default=4,
                         help="faceinstruct: copies of each fixture dataset tree to time (default 4)")
-    parser.add_argument("--pipeline-pairs", type=int, default=8,
-                        help="llm: also describe and rate this many generated pairs through the pipeline "
-                             "(0: the client scenarios only; default 8)")
+    parser.add_argument("--pipeline-pairs", type=int, default=48,
+                        help="llm, pipeline: also describe and rate this many generated pairs through the "
+                             "pipeline (0: not measured; default 48: fewer are mostly the start and the end "
+                             "of a run, when not every slot has a call to make)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
