@@ -42,7 +42,7 @@ class ImagePart:
 
     @property
     def extension(self) -> str:
-        return {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}[self.mime_type]
+        return {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "video/mp4": ".mp4"}[self.mime_type]
 
 
 @dataclass(frozen=True)
