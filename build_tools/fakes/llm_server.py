@@ -14,7 +14,8 @@ Every generation request -- a direct call or one line of a batch -- becomes an :
 A *responder* turns the call into the answer text (by default an instance of the JSON schema the
 client asked for) and a *faults* callable may replace the answer with an HTTP error, a delay,
 malformed or schema-violating JSON, or a dropped connection.  Everything the server saw is kept
-in ``server.calls`` for the test to inspect.
+in ``server.calls`` for the test to inspect.  As the providers do, it refuses (400) an inline
+image or video of a type the protocol does not take, or whose first bytes are not its type.
 
 Batches are answered when they are created (no latency, no delay faults); their status then
 reports "in progress" for ``batch_polls_until_done`` polls before it reports completion.  A line
@@ -25,6 +26,7 @@ lost it.
 from __future__ import annotations
 
 import base64
+import binascii
 import email.parser
 import email.policy
 import hashlib
@@ -333,9 +335,6 @@ _MAGIC = {"image/png": (b"\x89PNG",), "image/jpeg": (b"\xff\xd8\xff",), "image/w
 
 def _media_type(protocol: str, media_type: str, data: str) -> str:
     """`media_type` after checking it against the protocol and the data's first bytes."""
-    import base64
-    import binascii
-
     if media_type not in MEDIA_TYPES[protocol]:
         raise _HttpError(400, f"Unsupported media type {media_type!r}: use one of {', '.join(MEDIA_TYPES[protocol])}.")
     try:  # google-genai sends the URL-safe alphabet
