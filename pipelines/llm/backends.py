@@ -13,7 +13,6 @@ request, an answer, an error text we keep, or a cache entry.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 from abc import ABC, abstractmethod
@@ -290,7 +289,7 @@ class GeminiBackend(Backend):
         def text(value: str) -> dict:
             return {"text": value}
 
-        images = [{"inlineData": {"data": base64.b64encode(i.data).decode(), "mimeType": i.mime_type}}
+        images = [{"inlineData": {"data": i.b64, "mimeType": i.mime_type}}
                   for i in request.images]
         contents = [{"role": "user", "parts": [*images, text(request.user)]}]
         if request.correction:

@@ -35,10 +35,15 @@ class ImagePart:
         return hashlib.sha256(self.data).hexdigest()
 
     @cached_property
+    def b64(self) -> str:
+        """The bytes as base64, as the providers take them inline.  A pair's crops go into
+        most of its prompts, so each is encoded once."""
+        return base64.b64encode(self.data).decode()
+
+    @property
     def data_url(self) -> str:
-        """The image inline, as the chat-completions protocol takes it.  A pair's crops go
-        into most of its prompts, so each is encoded once."""
-        return f"data:{self.mime_type};base64,{base64.b64encode(self.data).decode()}"
+        """The image inline, as the chat-completions protocol takes it."""
+        return f"data:{self.mime_type};base64,{self.b64}"
 
     @property
     def extension(self) -> str:
